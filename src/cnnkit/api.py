@@ -1,0 +1,59 @@
+"""The public Python API; `cnnkit.<name>` re-exports these, and each CLI command calls one of them."""
+from __future__ import annotations
+
+from .config import TrainConfig, resolve
+
+
+def train(config: str | None = None, resume: str | None = None, log=print, stop_after: int | None = None, **options):
+    """Train with `options` (keys of TrainConfig) over an optional YAML `config`; or `resume` a run.
+
+    >>> res = train(data="shapes", epochs=1)         # doctest: +SKIP
+    >>> res.run_dir, res.best_metric                 # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from .engine.loop import fit
+
+    if resume is not None:
+        run = Path(resume)
+        if not (run / "config.yaml").is_file():
+            from .registry import CnnkitError
+
+            raise CnnkitError(f"{run} is not a run folder (no config.yaml); give the folder train created")
+        # the run's own settings; only how it is shown and how long it runs may change
+        allowed = {"epochs", "quiet", "device", "workers"}
+        extra = set(options) - allowed
+        if extra:
+            from .registry import CnnkitError
+
+            raise CnnkitError(f"--resume continues a run with its own settings; only {sorted(allowed)} may change, "
+                              f"not {sorted(extra)}")
+        cfg = resolve(options, config_file=str(run / "config.yaml"))
+        return fit(cfg, resume=run, stop_after=stop_after, log=log)
+    cfg = resolve(options, config_file=config)
+    return fit(cfg, stop_after=stop_after, log=log)
+
+
+def evaluate(run: str, **kwargs) -> dict:
+    """Evaluate a run or checkpoint on its validation split; returns loss, acc, confusion, logits, ..."""
+    from .engine.inference import evaluate_checkpoint
+
+    return evaluate_checkpoint(run, **kwargs)
+
+
+def predict(checkpoint: str, images: list, topk: int = 5, device: str = "auto") -> list[dict]:
+    """Top-k predictions for image files."""
+    from .engine.inference import predict_images
+
+    return predict_images(checkpoint, images, topk=topk, device=device)
+
+
+def load_model(checkpoint: str, device: str = "cpu"):
+    """(model, meta) rebuilt from a checkpoint, weights loaded, in eval mode."""
+    from .engine.inference import load_checkpoint_model
+
+    model, meta, _ = load_checkpoint_model(checkpoint, device)
+    return model, meta
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model"]
