@@ -118,3 +118,16 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     meta_path.write_text(json.dumps(meta))
     r = run("eval", tmp_path / "runs" / "a" / "best", "--device", "cpu")
     assert r.exit_code == 1 and "does not fit this model" in r.output and "Traceback" not in r.output
+
+
+def test_summary_command():
+    import json
+
+    r = run("summary", "seed_cnn", "--input", "3x32x32", "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["params"] == 94_986 and d["macs"] == d["flops"] // 2 > 0
+    r = run("summary", "seed_cnn", "--input", "3x32x32", "--explain", "--format", "markdown")
+    assert r.exit_code == 0 and "(3·3·3 + 1)·32 = 896" in r.output, r.output
+    r = run("summary", "seed_cnn", "--input", "3by32")
+    assert r.exit_code == 1 and "CxHxW" in r.output

@@ -8,7 +8,7 @@
 """
 __version__ = "0.1.0"
 
-from .api import TrainConfig, evaluate, load_model, predict, train  # noqa: E402
+from .api import TrainConfig, evaluate, load_model, predict, summary, train  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .registry import CnnkitError  # noqa: E402
 
@@ -26,5 +26,5 @@ def list_datasets(pattern: str = "*"):
     return _list(pattern)
 
 
-__all__ = ["create_model", "list_models", "train", "evaluate", "predict", "load_model", "load_data",
+__all__ = ["create_model", "list_models", "train", "evaluate", "predict", "load_model", "summary", "load_data",
            "list_datasets", "TrainConfig", "CnnkitError", "__version__"]

@@ -56,4 +56,28 @@ def load_model(checkpoint: str, device: str = "cpu"):
     return model, meta
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model"]
+def summary(model, input_size=None, num_classes: int | None = None, in_chans: int | None = None, device: str = "cpu",
+            **kwargs):
+    """Per-layer summary (shapes, parameters, MACs, receptive field) of a model, a model name or a run.
+
+    A name builds the model with `num_classes` (default: the builder's) and `in_chans` (default: the
+    channels of `input_size`, else the builder's).
+    """
+    from pathlib import Path
+
+    from .analysis import summary as _summary
+    from .models import create_model
+
+    if isinstance(model, (str, Path)):
+        if Path(model).exists():
+            model, meta = load_model(str(model))
+            input_size = input_size or tuple(meta["input_size"])
+        else:
+            chans = in_chans or (input_size[0] if isinstance(input_size, tuple) else None)
+            model = create_model(str(model), num_classes=num_classes, in_chans=chans)
+    if isinstance(input_size, int):
+        input_size = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, input_size, input_size)
+    return _summary(model, input_size, device=device, **kwargs)
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model", "summary"]

@@ -173,6 +173,36 @@ def datasets():
     console.print(table)
 
 
+def _parse_input(text: str | None):
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (1, 3) or min(dims) < 1:
+        raise CnnkitError(f"--input expects CxHxW such as 3x224x224 (or one size such as 224), got {text!r}")
+    return dims[0] if len(dims) == 1 else dims
+
+
+@app.command("summary")
+@handle_errors
+def summary_(
+    model: str = typer.Argument(..., help="A model name (see `cnnkit models`), or a run folder / checkpoint."),
+    input: Optional[str] = _opt("Input size CxHxW, e.g. 1x28x28 (default: the model's own).", "--input", "-i"),
+    num_classes: Optional[int] = _opt("Classes of the head, for a model name (default: the model's own).", "--num-classes"),
+    explain: bool = typer.Option(False, "--explain", help="Show the guide's formulas filled with each layer's numbers."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | markdown | json."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, or meta (shapes only: instant for huge models)."),
+):
+    """Per-layer table: output shape, parameters, MACs/FLOPs, receptive field, activation memory."""
+    from .api import summary as summary_api
+
+    text = summary_api(model, input_size=_parse_input(input), num_classes=num_classes, device=device).render(
+        fmt, explain=explain)
+    typer.echo(text)
+
+
 def main() -> None:
     app()
 

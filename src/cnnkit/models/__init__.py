@@ -28,11 +28,19 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.list(pattern)
 
 
-def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs):
-    """Build a registered model by name. Every builder takes `num_classes` and `in_chans`."""
+def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs):
+    """Build a registered model by name.
+
+    Every builder takes `num_classes` and `in_chans`; left as None, the builder's own defaults
+    apply (1000 ImageNet classes for the classic networks, 10 for the small-image ones).
+    """
     _load_all()
     builder = MODELS.get(name)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
     try:
-        return builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return builder(**kwargs)
     except TypeError as e:  # an unknown keyword reaches the builder
         raise CnnkitError(f"model {name!r}: {e}") from None
