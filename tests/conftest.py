@@ -1,10 +1,4 @@
-import os
-
 import pytest
-import torch
-
-# Two cores on CI: keep intra-op threads fixed so timings and results are stable.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY = dict(data="shapes", num_train=256, num_val=64, image_size=16, epochs=2, batch_size=64, quiet=True)
 
