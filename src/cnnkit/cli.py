@@ -46,7 +46,8 @@ def _opt(help: str, *names: str):
 @handle_errors
 def train(
     data: Optional[str] = _opt("Data set: shapes (built in), fashion-mnist, mnist, cifar10, cifar100, imagefolder.", "--data", "-d"),
-    model: Optional[str] = _opt("Model name (see `cnnkit models`).", "--model", "-m"),
+    model: Optional[str] = _opt("Model name (see `cnnkit models`), or tv:NAME / timm:NAME.", "--model", "-m"),
+    weights: Optional[str] = _opt("Start from pretrained weights: a torchvision .pth file or cnnkit .safetensors.", "--weights"),
     epochs: Optional[int] = _opt("Number of epochs.", "--epochs", "-e"),
     batch_size: Optional[int] = _opt("Batch size.", "--batch-size", "-b"),
     lr: Optional[float] = _opt("Peak learning rate.", "--lr"),
@@ -77,7 +78,7 @@ def train(
     from .api import train as train_api
 
     opts = {k: v for k, v in dict(
-        data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+        data=data, model=model, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, ema=ema, early_stop=early_stop,
         data_dir=data_dir, download=download, val=val, image_size=image_size, device=device, amp=amp,
         compile=compile, seed=seed, name=name, project=project, recipe=recipe).items() if v is not None}

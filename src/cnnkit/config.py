@@ -31,11 +31,12 @@ class TrainConfig:
     # -- model
     model: str = "fastnet"            # `cnnkit models`
     model_args: dict = field(default_factory=dict)  # extra builder arguments, e.g. {drop_rate: 0.2}
+    weights: str | None = None        # pretrained weights file (torchvision .pth or cnnkit .safetensors)
     task: str = "classify"
     # -- optimisation
     epochs: int = 10
     batch_size: int = 256
-    optimizer: str = "sgd"            # sgd | momentum | nesterov | adam | adamw | rmsprop
+    optimizer: str = "nesterov"       # sgd | momentum | nesterov | adam | adamw | rmsprop
     lr: float = 0.2                   # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4        # L2, not applied to norms and biases
@@ -43,7 +44,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0        # linear warm-up (onecycle has its own)
     step_size: int = 3                # step schedule: decay every N epochs ...
     gamma: float = 0.1                # ... by this factor
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     grad_clip: float = 0.0            # max gradient norm (0 = off)
     ema: float = 0.0                  # EMA decay of the weights, e.g. 0.999 (0 = off); evaluation uses the EMA
     early_stop: int = 0               # patience in epochs on `monitor` (0 = off)

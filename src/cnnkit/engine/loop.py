@@ -71,7 +71,8 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | No
     from ..models import MODELS, _load_all
 
     _load_all()
-    MODELS.get(cfg.model)
+    if not cfg.model.startswith(("tv:", "timm:")):
+        MODELS.get(cfg.model)
     TASKS.get(cfg.task)
     aug_cfg = parse_augment(cfg.augment)
     device = resolve_device(cfg.device)
@@ -92,7 +93,8 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | No
         raise CnnkitError(f"batch_size {cfg.batch_size} is larger than the training set ({len(bundle.train)} images)")
 
     # -- model, task, optimiser
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=bundle.in_chans, **cfg.model_args).to(device)
+    model = create_model(cfg.model, num_classes=num_classes, in_chans=bundle.in_chans, weights=cfg.weights,
+                         **cfg.model_args).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     task = create_task(cfg.task, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
