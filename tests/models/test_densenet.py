@@ -1,7 +1,6 @@
 """DenseNet-121/161/169/201 and CheXNet: exact torchvision parameter counts, weight loading (current and
 legacy key names) with identical outputs, channel bookkeeping, and CheXNet's multi-label head."""
 import re
-import warnings
 
 import pytest
 import torch
@@ -11,61 +10,13 @@ from cnnkit.models import create_model
 from cnnkit.models._tv import load_torchvision_weights
 from cnnkit.models.densenet import CHESTXRAY14_LABELS, chexnet
 
+from models._zoo_helpers import (assert_same_output, check_backward_hooks, check_feature_info,
+                                 check_small_input_shapes, n_params, tv_pair)
+
 # torchvision's numbers at 1000 classes
 PARAMS = {"densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480, "densenet201": 20_013_928}
 
 
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
-
-
-def fill_(model, seed=0):
-    """Cheap deterministic random weights and norm statistics, in place (weights ~ N(0, 1/fan_in))."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, t in model.state_dict().items():
-            if k.endswith("num_batches_tracked"):
-                t.zero_()
-            elif k.endswith("running_var") or (t.dim() == 1 and k.endswith("weight")):
-                t.uniform_(0.5, 1.5, generator=g)
-            elif t.dim() == 1:
-                t.normal_(0, 0.1, generator=g)
-            else:  # big FC layers: draw 1M values, then repeat them by doubling copies
-                flat, n = t.view(-1), min(t.numel(), 1 << 20)
-                flat[:n].normal_(0, t[0].numel() ** -0.5, generator=g)
-                while n < flat.numel():
-                    m = min(n, flat.numel() - n)
-                    flat[n:n + m].copy_(flat[:m])
-                    n += m
-    return model
-
-
-def tv_pair(name, **kwargs):
-    """(ours, torchvision's) in eval mode, torchvision's random weights loaded into ours; no init cost."""
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ours, ref = create_model(name, num_classes=1000, **kwargs), getattr(tvm, name)(weights=None)
-    ours.to_empty(device="cpu")
-    ref = fill_(ref.to_empty(device="cpu"))
-    load_torchvision_weights(ours, ref.state_dict())
-    return ours.eval(), ref.eval()
-
-
-def check_feature_info(model, x):
-    """Each feature_info entry names a real module whose output has the stated channels and stride."""
-    out = {}
-    modules = dict(model.named_modules())
-    hooks = [modules[f["module"]].register_forward_hook(lambda m, i, o, k=f["module"]: out.__setitem__(k, o))
-             for f in model.feature_info]
-    with torch.no_grad():
-        last = model.forward_features(x)
-    for h in hooks:
-        h.remove()
-    for f in model.feature_info:
-        y = out[f["module"]]
-        assert y.shape[1] == f["num_chs"], f
-        assert y.shape[-1] == -(-x.shape[-1] // f["reduction"]), f
-    assert last.shape[1] == model.feature_info[-1]["num_chs"] == model.num_features
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_param_count_equals_torchvision(name):
     with torch.device("meta"):
@@ -99,10 +50,7 @@ def test_block_table_and_channels(name, blocks, k):
 def test_torchvision_weights_same_output_and_legacy_keys():
     ours, ref = tv_pair("densenet121")
     x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        y, y_ref = ours(x), ref(x)
-    assert y.shape == (1, 1000) and y_ref.abs().max() > 1e-3
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert_same_output(ours, ref, x)
     # old torchvision checkpoints: "denselayer1.norm.1.weight" instead of "denselayer1.norm1.weight"
     legacy = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in ref.state_dict().items()}
     assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
@@ -183,21 +131,11 @@ def test_chexnet_from_torchvision_densenet121_backbone():
 @pytest.mark.parametrize("size", [28, 32])
 def test_small_input_all_variants_shapes(name, size):
     """small_input runs 28 px (MNIST) and 32 px (CIFAR) images through every variant (shapes on meta)."""
-    with torch.device("meta"):
-        m = create_model(name, num_classes=10, in_chans=1, small_input=True).eval()
-        feats = m.forward_features(torch.empty(2, 1, size, size))
-        assert feats.shape[:2] == (2, m.feature_info[-1]["num_chs"]) and min(feats.shape[-2:]) >= 1
-        assert m.forward_head(feats).shape == (2, 10)
+    check_small_input_shapes(name, size)
 
 
 @pytest.mark.parametrize("name", ["densenet121", "chexnet"])
 def test_feature_modules_accept_backward_hooks(name):
     """Grad-CAM style full backward hooks work on every feature_info module (none is an in-place op)."""
     m = create_model(name, num_classes=4).eval()
-    modules, grads = dict(m.named_modules()), []
-    hooks = [modules[f["module"]].register_full_backward_hook(lambda mod, gi, go: grads.append(go[0].shape))
-             for f in m.feature_info]
-    m(torch.randn(1, 3, 32, 32)).sum().backward()
-    for h in hooks:
-        h.remove()
-    assert len(grads) == len(m.feature_info)
+    check_backward_hooks(m, torch.randn(1, 3, 32, 32))

@@ -10,31 +10,10 @@ from cnnkit.models import create_model
 from cnnkit.models._tv import load_torchvision_weights
 from cnnkit.models.efficientnet import (ALPHA, BETA, GAMMA, PUBLISHED, efficientnet, efficientnet_scaling,
                                         format_scaling_table, scaling_table)
-from cnnkit.nn.mbconv import DropPath
+from cnnkit.nn.drop import DropPath
 from cnnkit.registry import CnnkitError
 
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def calibrate(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters, BN statistics measured on one random batch and a unit-scale
-    classifier: eval outputs are O(1) and depend on every parameter, buffer and BN eps."""
-    g = torch.Generator().manual_seed(seed)
-    bns, saved = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)], {}
-    with torch.no_grad():
-        for m in bns:
-            m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            saved[m], m.momentum = m.momentum, 1.0  # running stats := this batch's stats
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
-        model.train()(torch.randn(4, 3, 64, 64, generator=g))
-        for m in bns:
-            m.momentum = saved[m]
-    return model.eval()
+from models._zoo_helpers import assert_same_logits, calibrate, n_params
 
 
 def bn_settings(m: nn.Module) -> list:
@@ -75,11 +54,7 @@ def test_b0_torchvision_weights_give_same_outputs():
     tv = calibrate(torchvision.models.efficientnet_b0())
     ours = load_torchvision_weights(create_model("efficientnet_b0", num_classes=1000), tv.state_dict()).eval()
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(ours.forward_features(x), tv.features(x), atol=1e-5, rtol=0)
-        logits = ours(x)
-        assert 0.5 < logits.abs().max() < 100  # O(1): a real comparison
-        torch.testing.assert_close(logits, tv(x), atol=1e-5, rtol=0)
+    assert_same_logits(ours, tv, x, tv.features)
     # in train mode, stochastic depth drops residual branches per sample: outputs vary between calls
     ours.train()
     torch.manual_seed(0)

@@ -2,33 +2,11 @@
 with timm's `ghostnet_100` (the authors' layout): same parameters in the same order, same outputs."""
 import pytest
 import torch
-from torch import nn
 
 from cnnkit.models import create_model
 from cnnkit.nn.ghost import GhostBottleneck, GhostModule
 
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def calibrate(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters, BN statistics measured on one random batch and a unit-scale
-    classifier: eval outputs are O(1) and depend on every parameter, buffer and BN eps."""
-    g = torch.Generator().manual_seed(seed)
-    bns, saved = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)], {}
-    with torch.no_grad():
-        for m in bns:
-            m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            saved[m], m.momentum = m.momentum, 1.0  # running stats := this batch's stats
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
-        model.train()(torch.randn(4, 3, 64, 64, generator=g))
-        for m in bns:
-            m.momentum = saved[m]
-    return model.eval()
+from models._zoo_helpers import assert_same_logits, calibrate, n_params
 
 
 def test_param_count_vs_paper():
@@ -56,11 +34,7 @@ def test_matches_timm_ghostnet_100():
         assert ka.rsplit(".", 1)[1] == kb.rsplit(".", 1)[1] and va.numel() == vb.numel(), (ka, kb)
     ours.load_state_dict({kb: va.reshape(vb.shape) for (_, va), (kb, vb) in zip(a, b)})
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(ours.forward_features(x), ref.forward_features(x), atol=1e-5, rtol=0)
-        logits = ours(x)
-        assert 0.5 < logits.abs().max() < 100  # O(1): a real comparison
-        torch.testing.assert_close(logits, ref(x), atol=1e-5, rtol=0)
+    assert_same_logits(ours, ref, x, ref.forward_features)
 
 
 def test_small_input_and_width():

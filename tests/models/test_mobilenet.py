@@ -8,44 +8,15 @@ from cnnkit.models import create_model
 from cnnkit.models._tv import load_torchvision_weights
 from cnnkit.registry import CnnkitError
 
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+from models._zoo_helpers import assert_same_logits, calibrate, check_feature_info, n_params
 
 
-def calibrate(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters, BN statistics measured on one random batch and a unit-scale
-    classifier: eval outputs are O(1) and depend on every parameter, buffer and BN eps."""
-    g = torch.Generator().manual_seed(seed)
-    bns, saved = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)], {}
-    with torch.no_grad():
-        for m in bns:
-            m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            saved[m], m.momentum = m.momentum, 1.0  # running stats := this batch's stats
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
-        model.train()(torch.randn(4, 3, 64, 64, generator=g))
-        for m in bns:
-            m.momentum = saved[m]
-    return model.eval()
-
-
-def check_feature_info(model: nn.Module, size: int) -> None:
-    """Every feature_info entry names a real module whose output has those channels and that stride."""
-    outs = {}
+def check_interface(model: nn.Module, size: int) -> None:
+    """feature_info on a random size x size input (every entry names a real module with those channels
+    and that stride), and the classifier / first-conv names in default_cfg."""
+    assert all(size % f["reduction"] == 0 for f in model.feature_info)  # output side exactly size / reduction
+    check_feature_info(model.eval(), torch.randn(1, model.default_cfg["input_size"][0], size, size))
     mods = dict(model.named_modules())
-    hooks = [mods[f["module"]].register_forward_hook(lambda m, i, o, k=f["module"]: outs.__setitem__(k, o))
-             for f in model.feature_info]
-    with torch.no_grad():
-        feats = model.eval().forward_features(torch.randn(1, model.default_cfg["input_size"][0], size, size))
-    for h in hooks:
-        h.remove()
-    for f in model.feature_info:
-        o = outs[f["module"]]
-        assert o.shape[1] == f["num_chs"] and o.shape[-1] == size // f["reduction"], f
-    assert feats.shape[1] == model.feature_info[-1]["num_chs"] == model.num_features
     assert model.get_classifier() is mods[model.default_cfg["classifier"]]
     assert isinstance(mods[model.default_cfg["first_conv"]], nn.Conv2d)
 
@@ -76,13 +47,8 @@ def test_torchvision_weights_give_same_outputs(name):
     tv = calibrate(getattr(torchvision.models, name)())
     ours = load_torchvision_weights(create_model(name, num_classes=1000), tv.state_dict()).eval()
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        f_tv, f = tv.features(x), ours.forward_features(x)
-        torch.testing.assert_close(f, f_tv, atol=1e-5, rtol=0)
-        logits = ours(x)
-        assert 0.5 < logits.abs().max() < 100  # O(1): a real comparison
-        torch.testing.assert_close(logits, tv(x), atol=1e-5, rtol=0)
-    check_feature_info(ours, 64)
+    assert_same_logits(ours, tv, x, tv.features)
+    check_interface(ours, 64)
 
 
 def test_mobilenet_v1_params_vs_paper_and_timm():
@@ -111,7 +77,7 @@ def test_mobilenet_v1_matches_timm():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=0)
-    check_feature_info(ours, 64)
+    check_interface(ours, 64)
     assert [f["reduction"] for f in ours.feature_info] == [2, 4, 8, 16, 32]
 
 
@@ -119,7 +85,7 @@ def test_mobilenet_v1_matches_timm():
 def test_small_input(name):
     m = create_model(name, num_classes=10, in_chans=1, small_input=True)
     assert m.stem.conv.stride == (1, 1) and m.default_cfg["input_size"] == (1, 32, 32)
-    check_feature_info(m, 32)
+    check_interface(m, 32)
     assert m.feature_info[-1]["reduction"] == 16
     assert m.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 

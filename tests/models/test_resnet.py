@@ -1,7 +1,5 @@
 """ResNet-18...152: exact torchvision parameter counts, weight loading with identical outputs,
 the v1.5 stride placement, the small-input stem and the stage metadata."""
-import warnings
-
 import pytest
 import torch
 import torchvision.models as tvm
@@ -12,62 +10,12 @@ from cnnkit.models.resnet import ResNet
 from cnnkit.nn.residual import Bottleneck
 from cnnkit.registry import CnnkitError
 
+from models._zoo_helpers import (assert_same_output, check_backward_hooks, check_feature_info,
+                                 check_small_input_shapes, n_params, tv_pair)
+
 # torchvision's numbers at 1000 classes
 PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
           "resnet101": 44_549_160, "resnet152": 60_192_808}
-
-
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
-
-
-def fill_(model, seed=0):
-    """Cheap deterministic random weights and norm statistics, in place (weights ~ N(0, 1/fan_in))."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, t in model.state_dict().items():
-            if k.endswith("num_batches_tracked"):
-                t.zero_()
-            elif k.endswith("running_var") or (t.dim() == 1 and k.endswith("weight")):
-                t.uniform_(0.5, 1.5, generator=g)
-            elif t.dim() == 1:
-                t.normal_(0, 0.1, generator=g)
-            else:  # big FC layers: draw 1M values, then repeat them by doubling copies
-                flat, n = t.view(-1), min(t.numel(), 1 << 20)
-                flat[:n].normal_(0, t[0].numel() ** -0.5, generator=g)
-                while n < flat.numel():
-                    m = min(n, flat.numel() - n)
-                    flat[n:n + m].copy_(flat[:m])
-                    n += m
-    return model
-
-
-def tv_pair(name, **kwargs):
-    """(ours, torchvision's) in eval mode, torchvision's random weights loaded into ours; no init cost."""
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ours, ref = create_model(name, num_classes=1000, **kwargs), getattr(tvm, name)(weights=None)
-    ours.to_empty(device="cpu")
-    ref = fill_(ref.to_empty(device="cpu"))
-    load_torchvision_weights(ours, ref.state_dict())
-    return ours.eval(), ref.eval()
-
-
-def check_feature_info(model, x):
-    """Each feature_info entry names a real module whose output has the stated channels and stride."""
-    out = {}
-    modules = dict(model.named_modules())
-    hooks = [modules[f["module"]].register_forward_hook(lambda m, i, o, k=f["module"]: out.__setitem__(k, o))
-             for f in model.feature_info]
-    with torch.no_grad():
-        last = model.forward_features(x)
-    for h in hooks:
-        h.remove()
-    for f in model.feature_info:
-        y = out[f["module"]]
-        assert y.shape[1] == f["num_chs"], f
-        assert y.shape[-1] == -(-x.shape[-1] // f["reduction"]), f
-    assert last.shape[1] == model.feature_info[-1]["num_chs"] == model.num_features
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -81,10 +29,7 @@ def test_param_count_equals_torchvision(name):
 def test_torchvision_weights_same_output(name):
     ours, ref = tv_pair(name)
     x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        y, y_ref = ours(x), ref(x)
-    assert y.shape == (1, 1000) and y_ref.abs().max() > 1e-2
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert_same_output(ours, ref, x, min_abs=1e-2)
 
 
 def test_v15_stride_on_3x3_and_cfg():
@@ -140,20 +85,10 @@ def test_user_errors():
 @pytest.mark.parametrize("size", [28, 32])
 def test_small_input_all_variants_shapes(name, size):
     """small_input runs 28 px (MNIST) and 32 px (CIFAR) images through every variant (shapes on meta)."""
-    with torch.device("meta"):
-        m = create_model(name, num_classes=10, in_chans=1, small_input=True).eval()
-        feats = m.forward_features(torch.empty(2, 1, size, size))
-        assert feats.shape[:2] == (2, m.feature_info[-1]["num_chs"]) and min(feats.shape[-2:]) >= 1
-        assert m.forward_head(feats).shape == (2, 10)
+    check_small_input_shapes(name, size)
 
 
 def test_feature_modules_accept_backward_hooks():
     """Grad-CAM style full backward hooks work on every feature_info module (none is an in-place op)."""
     m = create_model("resnet18", num_classes=4, small_input=True).eval()
-    modules, grads = dict(m.named_modules()), []
-    hooks = [modules[f["module"]].register_full_backward_hook(lambda mod, gi, go: grads.append(go[0].shape))
-             for f in m.feature_info]
-    m(torch.randn(1, 3, 32, 32)).sum().backward()
-    for h in hooks:
-        h.remove()
-    assert len(grads) == len(m.feature_info)
+    check_backward_hooks(m, torch.randn(1, 3, 32, 32))

@@ -10,27 +10,7 @@ from cnnkit.models._tv import load_torchvision_weights
 from cnnkit.nn.window_attention import WindowAttention, relative_position_index
 from cnnkit.registry import CnnkitError
 
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def random_state(model: nn.Module, seed: int = 0) -> dict:
-    """Materialise a meta-built model with cheap random weights (norm scales near 1); keep integer buffers exact."""
-    g = torch.Generator().manual_seed(seed)
-    model.to_empty(device="cpu")
-    for m in model.modules():  # meta-built buffers hold no data: recompute the derived position index
-        if hasattr(m, "define_relative_position_index"):
-            m.define_relative_position_index()
-    sd = model.state_dict()
-    with torch.no_grad():
-        for k, v in sd.items():
-            if not v.is_floating_point():
-                continue
-            noise = torch.randn(v.shape, generator=g)
-            is_scale = v.ndim == 1 and k.endswith("weight") and "norm" in k
-            v.copy_(1 + 0.1 * noise if is_scale else 0.05 * noise)
-    return sd
+from models._zoo_helpers import n_params, random_state
 
 
 def materialise(model: nn.Module) -> nn.Module:

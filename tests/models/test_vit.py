@@ -9,22 +9,7 @@ from cnnkit.models._tv import load_torchvision_weights
 from cnnkit.models.vit import VisionTransformer
 from cnnkit.registry import CnnkitError
 
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def random_state(model: nn.Module, seed: int = 0) -> dict:
-    """Materialise a meta-built model with cheap random weights (norm scales near 1) and return its state dict."""
-    g = torch.Generator().manual_seed(seed)
-    model.to_empty(device="cpu")
-    sd = model.state_dict()
-    with torch.no_grad():
-        for k, v in sd.items():
-            noise = torch.randn(v.shape, generator=g)
-            is_scale = v.ndim == 1 and k.endswith("weight") and ("ln" in k or "norm" in k)
-            v.copy_(1 + 0.1 * noise if is_scale else 0.05 * noise)
-    return sd
+from models._zoo_helpers import n_params, random_state
 
 
 @pytest.mark.parametrize("name,kwargs,tv_name", [

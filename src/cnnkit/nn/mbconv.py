@@ -1,4 +1,4 @@
-"""Inverted residual / MBConv (MobileNetV2, MobileNetV3, EfficientNet) and stochastic depth.
+"""Inverted residual / MBConv (MobileNetV2, MobileNetV3, EfficientNet).
 
     x (B, C_in, H, W)
       -> 1x1 expand to C_mid, norm, act          (skipped when C_mid == C_in, e.g. expand ratio 1)
@@ -7,7 +7,7 @@
       -> 1x1 project to C_out, norm, NO act       (the "linear bottleneck": ReLU on a thin tensor loses information)
       -> + x when s == 1 and C_in == C_out        (residual between the thin ends: "inverted" vs ResNet's wide ends)
 
-Residual branches can be dropped per sample during training (stochastic depth, `drop_path`).
+Residual branches can be dropped per sample during training (stochastic depth, `DropPath` from drop.py).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 
 from .act import ActLayer
 from .conv import ConvNormAct
+from .drop import DropPath, drop_path  # noqa: F401  (drop_path: also importable from here)
 from .norm import NormLayer
 from .se import SqueezeExcite
 
@@ -28,30 +29,6 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     if new_v < 0.9 * v:
         new_v += divisor
     return new_v
-
-
-def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """Stochastic depth: zero whole samples of a residual branch with probability `p` and scale the
-    survivors by 1/(1-p), so the expectation is unchanged and eval needs no rescaling."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
-    return x * mask / keep if keep > 0 else x * mask
-
-
-class DropPath(nn.Module):
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"drop path probability must be in [0, 1], got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class InvertedResidual(nn.Module):

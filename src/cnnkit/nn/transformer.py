@@ -1,5 +1,5 @@
 """Transformer pieces for vision models: MLP, multi-head self-attention, the pre-norm encoder
-block, stochastic depth and a class-token head.
+block and a class-token head (stochastic depth, `DropPath`, lives in drop.py).
 
 All token tensors are (B, N, D): batch, sequence length (tokens), embedding width.
 """
@@ -13,29 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .act import ActLayer, get_act_layer
+from .drop import DropPath, drop_path  # noqa: F401  (drop_path: also importable from here)
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)  # ViT's LayerNorm (eps 1e-6, as in the paper's JAX code)
-
-
-def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """Stochastic depth: zero the whole residual branch of a random subset of samples, rescale the rest."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # one draw per sample
-    return x * mask / keep
-
-
-class DropPath(nn.Module):
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Mlp(nn.Module):

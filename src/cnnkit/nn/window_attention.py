@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .act import ActLayer
-from .transformer import DropPath, Mlp
+from .drop import DropPath
+from .transformer import Mlp
 
 MASK_VALUE = -100.0  # what the reference implementations add; exp(-100) ~ 4e-44, i.e. zero weight
 
