@@ -51,7 +51,7 @@ class TrainConfig:
     monitor: str = "val_acc"          # val_acc | val_loss
     augment: str = "light"            # none | light | standard | strong | "crop=4,hflip=0.5,..."
     normalize: str = "dataset"        # dataset (its mean/std) | half (0.5/0.5, the guide's) | none ([0,1])
-    tta: bool = False                 # test-time horizontal flip at evaluation
+    tta: bool = True                  # test-time augmentation: average with the mirrored image at evaluation
     # -- speed and precision
     device: str = "auto"              # auto | cpu | cuda | cuda:1 | mps
     amp: str = "auto"                 # auto (bf16 on capable CPUs, fp16/bf16 on CUDA) | off | bf16 | fp16
