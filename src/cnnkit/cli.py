@@ -104,14 +104,16 @@ def eval_(
     run: Path = typer.Argument(..., help="A run folder or a checkpoint folder (best/, last/)."),
     data: Optional[str] = _opt("Evaluate on another data set with the same classes.", "--data"),
     data_dir: Optional[str] = _opt("Where to find that data.", "--data-dir"),
-    tta: bool = typer.Option(False, "--tta", help="Average with the horizontally flipped image."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", show_default=False,
+                                       help="Average with the mirrored image (default: as the run did)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ):
     """Evaluate a trained run on its validation split: loss, accuracy, per-class accuracy."""
     from .api import evaluate
 
     res = evaluate(str(run), data=data, data_dir=data_dir, tta=tta, device=device)
-    console.print(f"{res['checkpoint']} on {res['data']} ({res['split']}, {res['images']:,} images)")
+    console.print(f"{res['checkpoint']} on {res['data']} ({res['split']}, {res['images']:,} images"
+                  f"{', with test-time flip' if res['tta'] else ''})")
     line = f"loss {res['loss']:.4f}  accuracy {res['acc']:.2%}"
     if "acc5" in res:
         line += f"  top-5 {res['acc5']:.2%}"

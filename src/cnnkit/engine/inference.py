@@ -30,8 +30,11 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu", 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str | None = None,
                         val: str | None = None, batch_size: int = 512, device: str = "auto",
-                        amp: str = "auto", tta: bool = False) -> dict:
-    """Evaluate a checkpoint on its own validation split (or another data set with the same classes)."""
+                        amp: str = "auto", tta: bool | None = None) -> dict:
+    """Evaluate a checkpoint on its own validation split (or another data set with the same classes).
+
+    `tta` (average with the mirrored image) defaults to what the run's own evaluation did.
+    """
     from ..data.datasets import load_data
 
     dev = resolve_device(device)
@@ -48,10 +51,15 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str
         raise CnnkitError(f"{name} has {len(bundle.classes)} classes but the checkpoint predicts {meta['num_classes']}")
     task = create_task(meta.get("task", "classify"), num_classes=meta["num_classes"],
                        multi_label=meta.get("multi_label", False))
-    prep = Preprocess(meta["mean"], meta["std"], dev)
+    # the layout the run evaluated in: bf16 results depend (slightly) on the convolution layout
+    channels_last = bool(meta.get("channels_last", False))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prep = Preprocess(meta["mean"], meta["std"], dev, channels_last)
     loader = make_loader(bundle.val, batch_size, False, False, dev, 0)
+    tta = meta.get("tta", False) if tta is None else tta
     res = evaluate(model, loader, task, prep, dev, resolve_amp(amp, dev), tta=tta)
-    res.update(checkpoint=str(folder), data=name, split=bundle.val_name, images=len(bundle.val),
+    res.update(checkpoint=str(folder), data=name, tta=tta, split=bundle.val_name, images=len(bundle.val),
                classes=meta.get("classes") or bundle.classes)
     return res
 

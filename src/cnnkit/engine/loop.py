@@ -47,6 +47,7 @@ def _meta(cfg: TrainConfig, model, bundle, mean, std, epoch: int, metrics: dict,
         format="cnnkit-checkpoint/1", model=cfg.model, model_args=cfg.model_args, task=cfg.task,
         num_classes=len(bundle.classes), in_chans=bundle.in_chans, classes=list(bundle.classes),
         input_size=[bundle.in_chans, bundle.image_size, bundle.image_size], mean=list(mean), std=list(std),
+        tta=cfg.tta, channels_last=cfg.channels_last,  # how this run evaluated: `cnnkit eval` does the same
         multi_label=bool(model.default_cfg.get("multi_label", False)),
         data=dict(name=cfg.data, data_dir=cfg.data_dir, val=cfg.val, image_size=cfg.image_size, channels=cfg.channels,
                   num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed),

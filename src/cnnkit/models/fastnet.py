@@ -74,11 +74,11 @@ def _fastnet(name, width, num_classes, in_chans, **kwargs):
 
 @register_model
 def fastnet(num_classes: int = 10, in_chans: int = 3, **kwargs):
-    """The default small-image model (width 16: ~0.6 M parameters)."""
+    """The default small-image model: width 16, 0.41 M parameters, 17 M MACs at 28 px."""
     return _fastnet("fastnet", 16, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def fastnet_wide(num_classes: int = 10, in_chans: int = 3, **kwargs):
-    """Twice as wide (width 32: ~2.3 M parameters); more accurate, ~4x the work."""
+    """Twice as wide: width 32, 1.6 M parameters, 69 M MACs at 28 px (4x the work)."""
     return _fastnet("fastnet_wide", 32, num_classes, in_chans, **kwargs)
