@@ -26,9 +26,11 @@ def test_registry_is_populated_and_names_are_unique():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_builder_signature(name):
-    params = inspect.signature(MODELS.get(name)).parameters
+def test_builder_signature_and_description(name):
+    builder = MODELS.get(name)
+    params = inspect.signature(builder).parameters
     assert "num_classes" in params and "in_chans" in params
+    assert (builder.__doc__ or "").strip(), f"{name}: `cnnkit models` shows the builder's docstring; add one"
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -110,18 +110,21 @@ def _create(name: str, num_classes: int, in_chans: int, table: dict, *, small_in
 # Section 3.3 of the paper (architecture variants): embed dim C, blocks per stage, heads per stage (width 32 each).
 @register_model
 def swin_t(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> SwinTransformer:
+    """Swin-T (Liu et al. 2021): shifted windows of 7, depths 2-2-6-2, 28,288,354 parameters (= torchvision)."""
     return _create("swin_t", num_classes, in_chans,
                    dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), **kwargs)
 
 
 @register_model
 def swin_s(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> SwinTransformer:
+    """Swin-S: depths 2-2-18-2, 49,606,258 parameters (= torchvision)."""
     return _create("swin_s", num_classes, in_chans,
                    dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)), **kwargs)
 
 
 @register_model
 def swin_b(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> SwinTransformer:
+    """Swin-B: width 128, depths 2-2-18-2, 87,768,224 parameters (= torchvision)."""
     return _create("swin_b", num_classes, in_chans,
                    dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), **kwargs)
 
