@@ -45,6 +45,8 @@ def test_overwrite_is_atomic_and_old_copy_is_found(tmp_path):
     # a crash between the two renames leaves only .best.old: it is still found
     (tmp_path / "best").rename(tmp_path / ".best.old")
     assert ck.load_meta(ck.resolve_checkpoint(tmp_path))["epoch"] == 2
+    assert ck.load_meta(ck.resolve_checkpoint(tmp_path / "best"))["epoch"] == 2  # named directly, too
+    assert ck.resolve_checkpoint(tmp_path / ".best.old" / ck.META) == tmp_path / ".best.old"  # a file inside
 
 
 def test_corrupt_or_missing_files_are_clear_errors(tmp_path):

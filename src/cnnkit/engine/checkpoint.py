@@ -112,20 +112,22 @@ def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], meta: di
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
-    """A run folder, a checkpoint folder or a weights file -> the checkpoint folder."""
+    """A run folder, a checkpoint folder or a file inside one -> the checkpoint folder.
+
+    In a run folder `prefer` (best or last) is taken first, then the other; each also under its
+    `.<name>.old` name, which is all that exists for the instant between save_checkpoint's renames.
+    """
     p = Path(path)
-    if p.is_file() and p.name in (WEIGHTS, META):
+    if p.is_file():
         p = p.parent
-    if not p.exists():
+    if not p.exists() and not (p.parent / f".{p.name}.old").exists():
         raise CnnkitError(f"no run or checkpoint at {p}")
-    candidates = [p]
-    if not (p / META).exists():
-        other = "last" if prefer == "best" else "best"
-        candidates = [p / prefer, p / other, p / f".{prefer}.old", p / f".{other}.old"]
-    if (p / META).exists() is False and p.name in ("best", "last"):
-        candidates.append(p.parent / f".{p.name}.old")
+    other = "last" if prefer == "best" else "best"
+    candidates = [p, p.parent / f".{p.name}.old"]  # a checkpoint folder itself
+    for name in (prefer, other):  # or a run folder
+        candidates += [p / name, p / f".{name}.old"]
     for c in candidates:
-        if (c / META).exists() and (c / WEIGHTS).exists():
+        if (c / META).is_file() and (c / WEIGHTS).is_file():
             return c
     raise CnnkitError(f"{p} holds no checkpoint (expected {META} and {WEIGHTS}, or best/ and last/ inside a run)")
 

@@ -100,7 +100,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | No
         model = model.to(memory_format=torch.channels_last)
     task = create_task(cfg.task, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
                        multi_label=bool(model.default_cfg.get("multi_label", False)))
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum, device)
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     scaler = grad_scaler(device, amp_dtype)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     fwd = torch.compile(model) if cfg.compile else model

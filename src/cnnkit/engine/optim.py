@@ -6,6 +6,7 @@ functions of the step, so resuming needs nothing but the step count.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -24,16 +25,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 
-def _fast_kwargs(device: torch.device) -> dict:
-    # foreach kernels batch the per-parameter updates into a few launches (default on CUDA);
-    # they help on CPU too, where the per-parameter Python loop is otherwise the cost.
-    return dict(foreach=True)
-
-
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                    device: torch.device | None = None) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay)
-    kw = _fast_kwargs(device or torch.device("cpu"))
+    # foreach kernels batch the per-parameter updates into a few launches (the default on CUDA);
+    # they help on the CPU too, where a Python loop over parameters is otherwise the cost.
+    kw = dict(foreach=True)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, **kw)
     if name == "momentum":
@@ -79,7 +76,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
-        self.module = _clone(model)
+        self.module = copy.deepcopy(model)
         self.module.eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -93,8 +90,3 @@ class EMA:
             if not d.dtype.is_floating_point:
                 d.copy_(s)
 
-
-def _clone(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
