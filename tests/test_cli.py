@@ -131,3 +131,31 @@ def test_summary_command():
     assert r.exit_code == 0 and "(3·3·3 + 1)·32 = 896" in r.output, r.output
     r = run("summary", "seed_cnn", "--input", "3by32")
     assert r.exit_code == 1 and "CxHxW" in r.output
+
+
+def test_explain_command(tmp_path):
+    from PIL import Image
+
+    from cnnkit.data.shapes import make_classification
+
+    r = run("train", *TINY_ARGS, "--model", "seed_cnn", "--project", tmp_path / "runs", "--name", "e")
+    assert r.exit_code == 0, r.output
+    imgs, _ = make_classification(2, seed=3, size=16)
+    paths = []
+    for i, im in enumerate(imgs):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(im.permute(1, 2, 0).numpy()).save(paths[-1])
+    run_dir = tmp_path / "runs" / "e"
+    for method in ("cam", "gradcam", "guided_backprop", "featuremaps", "filters"):
+        r = run("explain", run_dir, *paths, "--method", method)
+        assert r.exit_code == 0, (method, r.output)
+        png = run_dir / "explain" / f"{method}.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run("explain", run_dir, paths[0], "--method", "gradcam", "--target", "star", "-o", tmp_path / "s.png")
+    assert r.exit_code == 0 and (tmp_path / "s.png").is_file(), r.output
+    for args, message in ((["--method", "gradcan"], "Did you mean 'gradcam'"),
+                          (["--target", "hexagon"], "unknown class"),
+                          (["--target", "99"], "out of range"),
+                          (["--layer", "featurez"], "Did you mean")):
+        r = run("explain", run_dir, paths[0], *args)
+        assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, (args, r.output)

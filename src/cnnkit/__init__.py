@@ -5,6 +5,7 @@
     cnnkit.list_models("resnet*")
     result = cnnkit.train(data="shapes", epochs=3)
     cnnkit.evaluate(result.run_dir)
+    cnnkit.explain.gradcam(model, x)        # the interpretability methods (cnnkit.api.explain draws them)
 """
 __version__ = "0.1.0"
 

@@ -80,4 +80,59 @@ def summary(model, input_size=None, num_classes: int | None = None, in_chans: in
     return _summary(model, input_size, device=device, **kwargs)
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model", "summary"]
+EXPLAIN_METHODS = ("cam", "gradcam", "gradcam_pp", "guided_backprop", "guided_gradcam", "featuremaps", "filters")
+
+
+def explain(checkpoint: str, images: list, method: str = "gradcam", layer: str | None = None,
+            target: str | int | None = None, out: str | None = None) -> "Path":
+    """Explain a trained model's predictions on image files and write a PNG figure; returns its path.
+
+    Heat-map methods draw one row per image; `featuremaps` shows the layer's activations for the
+    first image, `filters` the first convolution's kernels. `target` is a class name or index
+    (default: the predicted class).
+    """
+    from pathlib import Path
+
+    import torch
+
+    import importlib
+
+    from .data.loader import Preprocess
+    from .engine.inference import load_checkpoint_model, load_image
+    from .explain import plot
+    from .registry import CnnkitError, suggest
+
+    ex = importlib.import_module("cnnkit.explain")  # the package: `explain` here is this function
+
+    if method not in EXPLAIN_METHODS:
+        raise suggest(method, EXPLAIN_METHODS, "explain method")
+    model, meta, folder = load_checkpoint_model(checkpoint)
+    c, h, w = meta["input_size"]
+    classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
+    if isinstance(target, str) and not target.isdigit():
+        if target not in classes:
+            raise suggest(target, classes, "class")
+        target = classes.index(target)
+    elif target is not None:
+        target = int(target)
+        if not 0 <= target < len(classes):
+            raise CnnkitError(f"target class {target} is out of range (0..{len(classes) - 1})")
+    batch = torch.stack([load_image(p, c, (h, w)) for p in images])
+    x = Preprocess(meta["mean"], meta["std"], "cpu")(batch)
+    run = folder.parent if folder.name in ("best", "last") else folder
+    path = Path(out) if out else run / "explain" / f"{method}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if method == "filters":
+        return plot.save_filters(path, ex.filters(model))
+    if method == "featuremaps":
+        return plot.save_feature_maps(path, ex.feature_maps(model, x[:1], layer=layer))
+    fn = getattr(ex, method)
+    kwargs = {"layer": layer} if method in ("gradcam", "gradcam_pp", "guided_gradcam") else {}
+    maps = fn(model, x, target=target, **kwargs)
+    with torch.no_grad():
+        pred = model(x).argmax(1).tolist()
+    titles = [f"{Path(p).name}: {classes[k]}" for p, k in zip(images, pred)]
+    return plot.save_heatmaps(path, x, {method: maps}, mean=meta["mean"], std=meta["std"], titles=titles)
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model", "summary", "explain"]

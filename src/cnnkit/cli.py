@@ -176,6 +176,25 @@ def datasets():
     console.print(table)
 
 
+@app.command("explain")
+@handle_errors
+def explain_(
+    checkpoint: Path = typer.Argument(..., help="A run folder or checkpoint folder."),
+    images: List[Path] = typer.Argument(..., help="Image files to explain."),
+    method: str = typer.Option("gradcam", "--method", "-m",
+                               help="cam | gradcam | gradcam_pp | guided_backprop | guided_gradcam | featuremaps | filters."),
+    layer: Optional[str] = _opt("Layer to look at (default: the last convolutional stage).", "--layer"),
+    target: Optional[str] = _opt("Class name or index to explain (default: the predicted class).", "--target"),
+    out: Optional[Path] = _opt("Where to write the PNG (default: RUN/explain/METHOD.png).", "--out", "-o"),
+):
+    """Show what a trained model looks at: class activation maps, gradients, feature maps, filters."""
+    from .api import explain as explain_api
+
+    path = explain_api(str(checkpoint), [str(p) for p in images], method=method, layer=layer, target=target,
+                       out=str(out) if out else None)
+    console.print(f"wrote {path}")
+
+
 def _parse_input(text: str | None):
     if text is None:
         return None
