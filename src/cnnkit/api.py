@@ -13,19 +13,16 @@ def train(config: str | None = None, resume: str | None = None, log=print, stop_
     from pathlib import Path
 
     from .engine.loop import fit
+    from .registry import CnnkitError
 
     if resume is not None:
         run = Path(resume)
         if not (run / "config.yaml").is_file():
-            from .registry import CnnkitError
-
             raise CnnkitError(f"{run} is not a run folder (no config.yaml); give the folder train created")
         # the run's own settings; only how it is shown and how long it runs may change
         allowed = {"epochs", "quiet", "device", "workers"}
         extra = set(options) - allowed
         if extra:
-            from .registry import CnnkitError
-
             raise CnnkitError(f"--resume continues a run with its own settings; only {sorted(allowed)} may change, "
                               f"not {sorted(extra)}")
         cfg = resolve(options, config_file=str(run / "config.yaml"))

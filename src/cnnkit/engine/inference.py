@@ -42,8 +42,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str
     d = dict(meta.get("data", {}))
     name = data or d.get("name")
     c, h, w = meta["input_size"]
-    val_spec = val or d.get("val", "test")
-    bundle = load_data(name, data_dir=data_dir or d.get("data_dir"), val=val_spec if val_spec == "test" else float(val_spec),
+    bundle = load_data(name, data_dir=data_dir or d.get("data_dir"), val=val or d.get("val", "test"),
                        image_size=h, in_chans=c, seed=d.get("seed", 0),
                        num_train=d.get("num_train") if name == d.get("name") else None,
                        num_val=d.get("num_val") if name == d.get("name") else None)

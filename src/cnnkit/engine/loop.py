@@ -84,7 +84,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | No
     from ..data.datasets import load_data
 
     bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download,
-                       val=cfg.val if cfg.val == "test" else float(cfg.val), image_size=cfg.image_size,
+                       val=cfg.val, image_size=cfg.image_size,
                        seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val,
                        in_chans=cfg.channels)
     num_classes = len(bundle.classes)
