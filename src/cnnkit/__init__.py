@@ -6,10 +6,13 @@
     result = cnnkit.train(data="shapes", epochs=3)
     cnnkit.evaluate(result.run_dir)
     cnnkit.explain.gradcam(model, x)        # the interpretability methods (cnnkit.api.explain draws them)
+    cnnkit.export(result.run_dir, format="onnx")   # checked against PyTorch
+    cnnkit.bench("fastnet")                 # images/s, share of the matmul peak, time split
+    cnnkit.api.report(result.run_dir)       # report.html (`cnnkit.report` is the package that writes it)
 """
 __version__ = "0.1.0"
 
-from .api import TrainConfig, evaluate, load_model, predict, summary, train  # noqa: E402
+from .api import TrainConfig, bench, evaluate, export, load_model, predict, summary, train  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .registry import CnnkitError  # noqa: E402
 
@@ -27,5 +30,6 @@ def list_datasets(pattern: str = "*"):
     return _list(pattern)
 
 
-__all__ = ["create_model", "list_models", "train", "evaluate", "predict", "load_model", "summary", "load_data",
+__all__ = ["create_model", "list_models", "train", "evaluate", "predict", "load_model", "summary", "export", "bench",
+           "load_data",
            "list_datasets", "TrainConfig", "CnnkitError", "__version__"]

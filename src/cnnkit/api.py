@@ -26,9 +26,43 @@ def train(config: str | None = None, resume: str | None = None, log=print, stop_
             raise CnnkitError(f"--resume continues a run with its own settings; only {sorted(allowed)} may change, "
                               f"not {sorted(extra)}")
         cfg = resolve(options, config_file=str(run / "config.yaml"))
-        return fit(cfg, resume=run, stop_after=stop_after, log=log)
-    cfg = resolve(options, config_file=config)
-    return fit(cfg, stop_after=stop_after, log=log)
+        res = fit(cfg, resume=run, stop_after=stop_after, log=log)
+    else:
+        cfg = resolve(options, config_file=config)
+        res = fit(cfg, stop_after=stop_after, log=log)
+    if cfg.report:
+        _report_after_training(res.run_dir, cfg.device, log)
+    return res
+
+
+def _report_after_training(run, device: str, log) -> None:
+    """RUN/report.html once training ends. The run is already complete on disk: a failure here costs
+    one warning line, never the run (`cnnkit report RUN` can try again later)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one report, by the main process
+        return
+    try:
+        from .report.html import write_report
+
+        write_report(run, device=device, log=log)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log(f"warning: report.html was not written ({why}); try `cnnkit report {run}`")
+
+
+def report(run: str, **kwargs) -> "Path":
+    """Write RUN/report.html: one self-contained page with the config, model summary, curves, confusion
+    matrix, per-class precision/recall/F1, the most confident mistakes and Grad-CAM samples.
+
+    Keywords: device (where the one evaluation runs, default cpu), max_images (per gallery), log.
+
+    >>> report("runs/fastnet-shapes")                 # doctest: +SKIP
+    PosixPath('runs/fastnet-shapes/report.html')
+    """
+    from .report.html import write_report
+
+    return write_report(run, **kwargs)
 
 
 def evaluate(run: str, **kwargs) -> dict:
@@ -77,32 +111,35 @@ def summary(model, input_size=None, num_classes: int | None = None, in_chans: in
     return _summary(model, input_size, device=device, **kwargs)
 
 
-EXPLAIN_METHODS = ("cam", "gradcam", "gradcam_pp", "guided_backprop", "guided_gradcam", "featuremaps", "filters")
+def explain(checkpoint: str, images: list | None = None, method: str = "gradcam", layer: str | None = None,
+            target: str | int | None = None, out: str | None = None, steps: int | None = None) -> "Path":
+    """Explain a trained model and write a PNG figure (default RUN/explain/METHOD.png); returns its path.
 
-
-def explain(checkpoint: str, images: list, method: str = "gradcam", layer: str | None = None,
-            target: str | int | None = None, out: str | None = None) -> "Path":
-    """Explain a trained model's predictions on image files and write a PNG figure; returns its path.
-
-    Heat-map methods draw one row per image; `featuremaps` shows the layer's activations for the
-    first image, `filters` the first convolution's kernels. `target` is a class name or index
-    (default: the predicted class).
+    Methods (`cnnkit.explain.figures.METHODS`; "gradcam++" is gradcam_pp): heat maps (cam, gradcam,
+    gradcam_pp, layercam, guided_backprop, guided_gradcam) draw one row per image; featuremaps shows `layer`'s
+    activations for the first image; inversion rebuilds the images from each depth's features;
+    erf draws each stage's effective receptive field in its analytic box (over the images, or noise
+    when there are none); actmax the inputs that drive `layer`'s channels highest; filters the first
+    convolution. filters, actmax and erf need no `images`. `layer` defaults to the model's last
+    feature stage (`feature_info`); `target` is a class name or index (default: the prediction);
+    `steps` is the optimisation length of inversion / actmax. Scores: `evaluate_explanations`.
     """
     from pathlib import Path
 
     import torch
 
-    import importlib
-
     from .data.loader import Preprocess
     from .engine.inference import load_checkpoint_model, load_image
-    from .explain import plot
+    from .explain.figures import IMAGE_FREE, draw, resolve_method
     from .registry import CnnkitError, suggest
 
-    ex = importlib.import_module("cnnkit.explain")  # the package: `explain` here is this function
-
-    if method not in EXPLAIN_METHODS:
-        raise suggest(method, EXPLAIN_METHODS, "explain method")
+    method = resolve_method(method)
+    images = list(images or [])
+    if not images and method not in IMAGE_FREE:
+        raise CnnkitError(f"explain --method {method} needs at least one IMAGE file; only {', '.join(IMAGE_FREE)} "
+                          "(or --evaluate) run without images")
+    if steps is not None and steps < 1:
+        raise CnnkitError(f"steps must be >= 1, got {steps}")
     model, meta, folder = load_checkpoint_model(checkpoint)
     c, h, w = meta["input_size"]
     classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
@@ -114,22 +151,92 @@ def explain(checkpoint: str, images: list, method: str = "gradcam", layer: str |
         target = int(target)
         if not 0 <= target < len(classes):
             raise CnnkitError(f"target class {target} is out of range (0..{len(classes) - 1})")
-    batch = torch.stack([load_image(p, c, (h, w)) for p in images])
+    batch = torch.stack([load_image(p, c, (h, w)) for p in images]) if images else torch.zeros(0, c, h, w)
     x = Preprocess(meta["mean"], meta["std"], "cpu")(batch)
     run = folder.parent if folder.name in ("best", "last") else folder
     path = Path(out) if out else run / "explain" / f"{method}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if method == "filters":
-        return plot.save_filters(path, ex.filters(model))
-    if method == "featuremaps":
-        return plot.save_feature_maps(path, ex.feature_maps(model, x[:1], layer=layer))
-    fn = getattr(ex, method)
-    kwargs = {"layer": layer} if method in ("gradcam", "gradcam_pp", "guided_gradcam") else {}
-    maps = fn(model, x, target=target, **kwargs)
-    with torch.no_grad():
-        pred = model(x).argmax(1).tolist()
-    titles = [f"{Path(p).name}: {classes[k]}" for p, k in zip(images, pred)]
-    return plot.save_heatmaps(path, x, {method: maps}, mean=meta["mean"], std=meta["std"], titles=titles)
+    titles = None
+    if images:
+        with torch.no_grad():
+            pred = model(x).argmax(1).tolist()
+        titles = [f"{Path(p).name}: {classes[k]}" for p, k in zip(images, pred)]
+    return draw(method, model, x, path, layer=layer, target=target, mean=meta["mean"], std=meta["std"],
+                titles=titles, classes=classes, steps=steps)
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model", "summary", "explain"]
+def evaluate_explanations(run: str, methods=("cam", "gradcam", "gradcam_pp", "guided_gradcam"), num: int = 64,
+                          layer: str | None = None, curves: bool = True, steps: int = 16, seed: int = 0,
+                          outline: int = 1) -> dict:
+    """Score heat-map methods of a run trained on `shapes` on `num` single-object shapes images of the
+    run's own size and channels, whose object masks are known exactly.
+
+    Per method: pointing game (share of images whose heat-map maximum lies in the object's mask),
+    energy in mask (share of the positive heat inside it) and, with `curves`, deletion / insertion
+    AUC of the class probability with their random-order baselines (`steps` + 1 points per curve).
+    The object is its mask plus an `outline` of pixels; coarse maps (CAM on a 4 x 4 grid) are scored
+    on their own grid, next to that grid's chance level.
+    Returns {"methods": {name: scores}, "baseline": the centre prior's scores, "n", "size", "channels",
+    "outline", "mask_fraction", "accuracy", "checkpoint", ...}; the scores per method are listed in
+    `cnnkit.explain.scores.evaluate_methods`.
+
+    >>> res = evaluate_explanations("runs/fastnet-shapes", ["cam", "gradcam"])   # doctest: +SKIP
+    >>> res["methods"]["gradcam"]["pointing_game"]                              # doctest: +SKIP
+    """
+    from .engine.inference import load_checkpoint_model
+    from .explain.scores import evaluate_methods
+    from .registry import CnnkitError
+
+    model, meta, folder = load_checkpoint_model(run)
+    data = (meta.get("data") or {}).get("name")
+    if data != "shapes":
+        raise CnnkitError(f"explain --evaluate needs a run trained on shapes data (object masks are known there); "
+                          f"{folder} was trained on {data or 'unknown data'}")
+    res = evaluate_methods(model, methods, n=num, size=int(meta["input_size"][-1]), mean=meta["mean"],
+                           std=meta["std"], channels=int(meta["input_size"][0]), layer=layer, outline=outline,
+                           curves=curves, steps=steps, seed=seed)
+    res["checkpoint"] = str(folder)
+    return res
+
+
+def export(checkpoint: str, format: str = "onnx", output: str | None = None, batch: int | None = None,
+           dynamic: bool = True, opset: int | None = None, device: str = "cpu", tolerance: float = 1e-4,
+           exporter: str = "auto"):
+    """Export a run or checkpoint to ONNX or TorchScript, normalization inside, checked against PyTorch.
+
+    The file takes `images`: float32 (N, C, H, W) in [0, 1] (uint8 pixels / 255 at the run's input
+    size) and returns `logits` (N, classes); input size, mean/std, class names and versions travel
+    in it and in a sidecar `<output>.json`. It is run (onnxruntime on the CPU, or torch.jit.load) on
+    check batches and kept only if it agrees with eager PyTorch within `tolerance`. Returns an
+    ExportResult (path, sidecar, metadata, checks, max_abs_diff); see cnnkit.engine.export.
+
+    >>> res = export("runs/exp1", format="onnx")        # doctest: +SKIP
+    >>> res.path, res.max_abs_diff                      # doctest: +SKIP
+    """
+    from .engine.export import export_checkpoint
+
+    return export_checkpoint(checkpoint, format=format, output=output, batch=batch, dynamic=dynamic, opset=opset,
+                             device=device, tolerance=tolerance, exporter=exporter)
+
+
+def bench(model: str = "fastnet", task: str = "classify", batch_size: int = 256, input_size=None,
+          data: str | None = None, device: str = "auto", amp: str = "auto", channels_last: bool = True,
+          compile: bool = False, steps: int = 10, warmup: int = 3, log=None, **kwargs) -> dict:
+    """Training and inference images/s on synthetic and real data, the GEMM peak and the share of it
+    a training step reaches, and the time split of a step (data, forward, backward, optimizer).
+
+    `input_size`: (C, H, W), a side H, or the text 'C,H,W'; `data`: a data set name, 'synthetic'
+    only, or None (fashion-mnist if found, else shapes). More keywords (data_dir, augment,
+    optimizer, model_args, seed): see `cnnkit.engine.bench.run_bench`.
+
+    >>> r = bench("fastnet", steps=4)                                      # doctest: +SKIP
+    >>> r["train"]["real"]["images_per_s"], r["peak_fraction"], r["split"]  # doctest: +SKIP
+    """
+    from .engine.bench import run_bench
+
+    return run_bench(model, task=task, batch_size=batch_size, input_size=input_size, data=data, device=device,
+                     amp=amp, channels_last=channels_last, compile=compile, steps=steps, warmup=warmup, log=log,
+                     **kwargs)
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model", "summary", "explain", "evaluate_explanations",
+           "report", "export", "bench"]

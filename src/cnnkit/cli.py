@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .registry import CnnkitError
@@ -27,8 +28,8 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except CnnkitError as e:
-            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        except CnnkitError as e:  # escaped: messages hold brackets such as "cnnkit[onnx]"
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(1)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: the last completed epoch is saved; continue with "
@@ -65,6 +66,8 @@ def train(
     device: Optional[str] = _opt("auto | cpu | cuda | cuda:N.", "--device"),
     amp: Optional[str] = _opt("Mixed precision: auto | off | bf16 | fp16.", "--amp"),
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model.", show_default=False),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn", help="Under torchrun: BatchNorm statistics over the global batch.", show_default=False),
+    logger: Optional[str] = _opt("csv (metrics.csv only) | tensorboard (also RUN/tensorboard/).", "--logger"),
     seed: Optional[int] = _opt("Random seed.", "--seed"),
     name: Optional[str] = _opt("Run name (folder under --project).", "--name"),
     project: Optional[str] = _opt("Parent folder of runs (default runs).", "--project"),
@@ -81,7 +84,7 @@ def train(
         data=data, model=model, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, ema=ema, early_stop=early_stop,
         data_dir=data_dir, download=download, val=val, image_size=image_size, device=device, amp=amp,
-        compile=compile, seed=seed, name=name, project=project, recipe=recipe).items() if v is not None}
+        compile=compile, sync_bn=sync_bn, logger=logger, seed=seed, name=name, project=project, recipe=recipe).items() if v is not None}
     if quiet:
         opts["quiet"] = True
     from .config import parse_sets
@@ -89,12 +92,19 @@ def train(
     opts.update(parse_sets(set_))
     res = train_api(config=str(config) if config else None, resume=str(resume) if resume else None,
                     log=console.print, **opts)
+    from .engine.distributed import is_main
+
+    if not is_main():  # under torchrun the other processes have nothing to add
+        return
     metric = f"{res.best_metric:.2%}" if res.monitor == "val_acc" else f"{res.best_metric:.4f}"
     console.print(f"\n[bold green]done[/]: best {res.monitor} {metric} at epoch {res.best_epoch}; "
                   f"run saved in [bold]{res.run_dir}[/]")
     console.print("next:\n"
                   f"  cnnkit eval {res.run_dir}\n"
                   f"  cnnkit predict {res.run_dir} IMAGE.png\n"
+                  f"  open {res.run_dir / 'report.html'}    (or `cnnkit report RUN` to write it again)\n"
+                  f"  cnnkit explain {res.run_dir} IMAGE.png --method gradcam\n"
+                  f"  cnnkit export {res.run_dir} --format onnx\n"
                   "  cnnkit train --data fashion-mnist    (a real data set; Debian: apt-get install dataset-fashion-mnist)")
 
 
@@ -180,19 +190,78 @@ def datasets():
 @handle_errors
 def explain_(
     checkpoint: Path = typer.Argument(..., help="A run folder or checkpoint folder."),
-    images: List[Path] = typer.Argument(..., help="Image files to explain."),
+    images: Optional[List[Path]] = typer.Argument(None, help="Image files to explain (not needed for filters, "
+                                                             "actmax, erf and --evaluate)."),
     method: str = typer.Option("gradcam", "--method", "-m",
-                               help="cam | gradcam | gradcam_pp | guided_backprop | guided_gradcam | featuremaps | filters."),
+                               help="cam | gradcam | gradcam_pp (gradcam++) | layercam | guided_backprop | "
+                                    "guided_gradcam | featuremaps | filters | inversion | erf | actmax."),
     layer: Optional[str] = _opt("Layer to look at (default: the last convolutional stage).", "--layer"),
     target: Optional[str] = _opt("Class name or index to explain (default: the predicted class).", "--target"),
     out: Optional[Path] = _opt("Where to write the PNG (default: RUN/explain/METHOD.png).", "--out", "-o"),
+    steps: Optional[int] = _opt("Optimisation steps of inversion (200) and actmax (128).", "--steps"),
+    evaluate: bool = typer.Option(False, "--evaluate", help="Score heat-map methods on shapes scenes with known "
+                                                            "object masks (runs trained on shapes) instead of drawing."),
+    num: int = typer.Option(64, "--num", "-n", min=1, help="--evaluate: number of scenes."),
+    methods: str = typer.Option("cam,gradcam,gradcam_pp,guided_gradcam", "--methods",
+                                help="--evaluate: comma-separated heat-map methods."),
 ):
-    """Show what a trained model looks at: class activation maps, gradients, feature maps, filters."""
+    """Show what a trained model looks at (CAM family, gradients, feature maps, filters, inversion,
+    receptive fields, activation maximisation), or score the heat maps with --evaluate."""
+    if evaluate:
+        from .api import evaluate_explanations
+
+        if images:
+            raise CnnkitError("--evaluate scores generated shapes scenes whose object masks are known; "
+                              "drop the IMAGE arguments")
+        names = [m for m in methods.split(",") if m.strip()]
+        with console.status(f"scoring {len(names)} methods on {num} shapes scenes"):
+            res = evaluate_explanations(str(checkpoint), methods=names, num=num, layer=layer)
+        table = Table(Column("method", no_wrap=True), "map", "pointing game (chance)", "energy in mask (uniform)",
+                      "deletion AUC ↓ (random)", "insertion AUC ↑ (random)",
+                      title=f"explanations of {res['checkpoint']}",
+                      caption=f"{res['n']} single-object shapes scenes, {res['channels']}x{res['size']}x{res['size']}; "
+                              f"model accuracy on them {res['accuracy']:.1%}; object = mask + {res['outline']} px "
+                              f"outline ({res['mask_fraction']:.1%} of the image); coarse maps scored on their own grid")
+
+        def pair(r, key, base):
+            return "-" if key not in r else f"{r[key]:.3f} ({r[base]:.3f})"
+
+        notes = []
+        for name, r in list(res["methods"].items()) + [("centre prior", res["baseline"])]:
+            if "error" in r:
+                table.add_row(name, "[red]n/a[/]", "-", "-", "-", "-")
+                notes.append(f"{name}: {r['error']}")
+                continue
+            if "note" in r:
+                notes.append(f"{name}: {r['note']}")
+            table.add_row(name, r["map"], pair(r, "pointing_game", "pointing_chance"),
+                          pair(r, "energy_in_mask", "energy_uniform"), pair(r, "deletion_auc", "random_deletion_auc"),
+                          pair(r, "insertion_auc", "random_insertion_auc"))
+        console.print(table)
+        for line in notes:
+            console.print(f"[dim]note[/] {line}", soft_wrap=True)
+        return
     from .api import explain as explain_api
 
-    path = explain_api(str(checkpoint), [str(p) for p in images], method=method, layer=layer, target=target,
-                       out=str(out) if out else None)
+    path = explain_api(str(checkpoint), [str(p) for p in images or []], method=method, layer=layer, target=target,
+                       out=str(out) if out else None, steps=steps)
     console.print(f"wrote {path}")
+
+
+@app.command("report")
+@handle_errors
+def report_(
+    run: Path = typer.Argument(..., help="A run folder (the one `cnnkit train` created)."),
+    device: str = typer.Option("cpu", "--device", help="Where the one evaluation runs: cpu | auto | cuda."),
+    max_images: int = typer.Option(16, "--max-images", min=0, help="Most pictures per gallery (mistakes, Grad-CAM)."),
+):
+    """Write RUN/report.html: one self-contained page (no internet needed) with the config, model summary,
+    training curves, confusion matrix, per-class precision/recall/F1, the most confident mistakes and
+    Grad-CAM samples. `cnnkit train` writes it at the end of every run unless --set report=false."""
+    from .api import report as report_api
+
+    path = report_api(str(run), device=device, max_images=max_images, log=console.print)
+    console.print(f"open it in a browser: [bold]{path}[/]")
 
 
 def _parse_input(text: str | None):
@@ -223,6 +292,78 @@ def summary_(
     text = summary_api(model, input_size=_parse_input(input), num_classes=num_classes, device=device).render(
         fmt, explain=explain)
     typer.echo(text)
+
+
+@app.command()
+@handle_errors
+def bench(
+    model: str = typer.Argument("fastnet", help="A model name (see `cnnkit models`), or tv:NAME / timm:NAME."),
+    task: str = typer.Option("classify", "--task", help="The task whose loss the training step uses."),
+    batch: int = typer.Option(256, "--batch", "-b", help="Batch size."),
+    input: Optional[str] = _opt("Input C,H,W such as 1,28,28, or one side such as 32 (default: the data's).", "--input", "-i"),
+    data: Optional[str] = _opt("synthetic (only), or a data set (default: fashion-mnist if found, else shapes).", "--data", "-d"),
+    data_dir: Optional[str] = _opt("Folder to look in first for data files (or the image folder).", "--data-dir"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto | off | bf16 | fp16."),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Memory layout of the step."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (warm-up includes compilation)."),
+    augment: str = typer.Option("light", "--augment", help="Batch augmentation of the real-data step, as in train."),
+    steps: int = typer.Option(10, "--steps", help="Timed steps per pass."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed steps before each pass."),
+):
+    """Training and inference images/s, the share of the machine's matmul peak, and where a step's time goes."""
+    from .api import bench as bench_api
+    from .engine.bench import render
+
+    res = bench_api(model, task=task, batch_size=batch, input_size=input, data=data, data_dir=data_dir, device=device,
+                    amp=amp, channels_last=channels_last, compile=compile, augment=augment, steps=steps,
+                    warmup=warmup, log=lambda m: err_console.print(f"[dim]{m}[/]"))
+    for part in render(res):
+        console.print(part)
+
+
+@app.command("export")
+@handle_errors
+def export_(
+    run: Path = typer.Argument(..., help="A run folder or a checkpoint folder (best/, last/)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript."),
+    output: Optional[Path] = _opt("File to write (default: RUN/export/MODEL.onnx or MODEL.torchscript.pt); "
+                                  "OUTPUT.json is written beside it.", "--output", "-o"),
+    batch: Optional[int] = _opt("--static: the file's fixed batch size (default 1); --dynamic: only the "
+                                "traced example's (default 2).", "--batch", "-b"),
+    dynamic: bool = typer.Option(True, "--dynamic/--static", help="Free batch axis, or a fixed one (--batch)."),
+    opset: Optional[int] = _opt("ONNX opset (default 17).", "--opset"),
+    device: str = typer.Option("cpu", "--device", help="Where TorchScript is traced and checked (cpu: portable). "
+                                                       "ONNX always exports and checks on the CPU."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest allowed |exported - PyTorch| on the checks."),
+    exporter: str = typer.Option("auto", "--exporter", help="ONNX exporter: auto (TorchScript-based, then "
+                                                            "torch.export-based) | legacy | dynamo."),
+):
+    """Export a trained model to ONNX or TorchScript, normalization inside, checked against PyTorch.
+
+    The file's input `images` is float32 (N, C, H, W) with values in [0, 1]: uint8 pixels / 255,
+    resized to the run's input size, RGB (grey for 1 channel). The file subtracts the mean and
+    divides by the std itself; its output `logits` (N, classes) is before softmax. Class names,
+    input size, mean/std and versions are in the file (ONNX metadata_props, TorchScript cnnkit.json)
+    and in OUTPUT.json. The file is run on check batches and kept only if it matches eager
+    PyTorch within --tolerance. ONNX needs the onnx and onnxruntime packages (cnnkit's onnx extra).
+    """
+    from .api import export as export_api
+
+    res = export_api(str(run), format=fmt, output=str(output) if output else None, batch=batch, dynamic=dynamic,
+                     opset=opset, device=device, tolerance=tolerance, exporter=exporter)
+    m = res.metadata
+    table = Table("check input", "batch", "max |exported - PyTorch|", title=f"{m['model']} -> {res.format} "
+                  f"({m['exporter']}{', opset ' + str(m['opset']) if 'opset' in m else ''})")
+    for c in res.checks:
+        table.add_row(c["input"], str(c["batch"]), f"{c['max_abs_diff']:.2e}")
+    console.print(table)
+    c, h, w = m["input_size"]
+    n = "N" if m["batch"] == "dynamic" else m["batch"]
+    console.print(f"max abs difference {res.max_abs_diff:.2e} <= {res.tolerance:g}: [bold green]ok[/]")
+    console.print(f"wrote [bold]{res.path}[/] and {res.sidecar.name} in {res.seconds:.1f} s\n"
+                  f"input '{m['input_name']}': float32 ({n}, {c}, {h}, {w}) in [0, 1], normalized inside; "
+                  f"output '{m['output_name']}': ({n}, {m['num_classes']}) logits")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnkit.explain import (cam, feature_maps, filters, gradcam, gradcam_pp, guided_backprop, guided_gradcam,
-                            resolve_layer)
+                            layercam, resolve_layer)
 from cnnkit.models import create_model
 from cnnkit.registry import CnnkitError
 
@@ -59,6 +59,22 @@ def test_cam_equals_gradcam_on_gap_linear_head():
         assert c.shape == (3, 8, 8) and (target is not None or (c.flatten(1).amax(1) > 0).all())
         torch.testing.assert_close(g * (h * w), c, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(gradcam(model, x, target), cam(model, x, target), rtol=1e-4, atol=1e-5)
+
+
+def test_layercam_on_gap_linear_head_keeps_only_positive_weights():
+    # At the last stage of a GAP -> linear head every position's gradient is w_ck / (h w), so LayerCAM is
+    # ReLU(sum_k ReLU(w_ck) A_k) / (h w): the CAM sum with the negative classifier weights dropped.
+    model = build("seed_cnn").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.forward_features(x)  # (B, C, h, w)
+    w = model.get_classifier().weight[4].relu()
+    h, wd = feats.shape[-2:]
+    expected = torch.einsum("c,bchw->bhw", w, feats).relu() / (h * wd)
+    got = layercam(model, x, target=4, normalize=False, upsample=False)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    # at an earlier layer it keeps that layer's grid
+    assert layercam(model, x, target=4, layer="features.0", upsample=False).shape == (2, 32, 32)
 
 
 def test_cam_matches_the_logit_decomposition():

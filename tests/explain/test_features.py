@@ -1,9 +1,9 @@
-"""Inversion, activation maximisation and the effective receptive field."""
+"""Inversion, activation maximisation and the effective receptive field (against boxes worked by hand)."""
 import pytest
 import torch
 
-from cnnkit.explain import (activation_maximization, effective_receptive_field, inversion, invert_depths,
-                            total_variation)
+from cnnkit.explain import (activation_maximization, effective_receptive_field, erf_extent, inversion,
+                            invert_depths, total_variation)
 from cnnkit.models import create_model
 from cnnkit.registry import CnnkitError
 
@@ -55,3 +55,31 @@ def test_effective_receptive_field_lies_inside_the_analytic_box(seed_cnn):
         assert box == tuple(float(v) for v in expected)
     # soft: the centre weighs far more than the box's border
     assert erf[16:20, 16:20].mean() > 3 * erf[9, 9:27].mean()
+
+
+def test_erf_of_a_conv_stack_stays_in_the_box_worked_by_hand():
+    # conv3 (s1) -> conv3 (s2) -> conv3 (dilation 2): RF 3, then 3 + 2 * 1 = 5 (jump 2), then 5 + (5 - 1) * 2 = 13.
+    # On 24 px the last map is 12 x 12; its centre unit (6, 6) is centred on pixel 0 + 6 * 2 = 12 and sees
+    # pixels 6..18: box edges (6, 6, 19, 19). Gradients cannot reach outside it, and do reach its corners.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2))
+    erf, box = effective_receptive_field(net, (1, 24, 24), layer="4", n=4)
+    assert box == (6.0, 6.0, 19.0, 19.0)
+    inside = torch.zeros(24, 24, dtype=torch.bool)
+    inside[6:19, 6:19] = True
+    assert (erf[~inside] == 0).all() and (erf[inside] > 0).float().mean() > 0.5
+    assert erf[6, 6] > 0 and erf[18, 18] > 0  # the dilated kernel's outer taps reach the box corners
+    # the same with real images instead of noise, and the ERF extent measure
+    erf2, box2 = effective_receptive_field(net, layer="4", x=torch.rand(2, 1, 24, 24))
+    assert box2 == box and (erf2[~inside] == 0).all()
+    assert erf_extent(erf) <= 13 and erf_extent(torch.ones(24, 24)) == 24
+
+
+def test_activation_maximization_of_several_channels_at_once(seed_cnn):
+    imgs, hist = activation_maximization(seed_cnn, "features.4", channel=[3, 7], steps=20)
+    assert imgs.shape == (2, 3, 32, 32) and hist.shape == (20, 2)
+    assert (hist[-5:].mean(0) > hist[:5].mean(0)).all()
+    with pytest.raises(CnnkitError, match="channel"):
+        activation_maximization(seed_cnn, "features.4", channel=[0, 500], steps=1)

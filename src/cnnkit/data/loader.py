@@ -4,11 +4,16 @@ In-memory data sets are indexed directly (no per-sample Python, no workers): a p
 per epoch, drawn from a generator seeded by (seed, epoch), so an epoch's order does not depend
 on anything that happened before it — which is what makes resume exact. Image folders too big
 for memory stream through a DataLoader with workers and pinned memory.
+
+Under DDP (torchrun) `batch_size` stays the global batch and `rank`/`world_size` say which share
+of each pass this process takes (`shard`); run with one process, the loaders are unchanged.
 """
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader
+
+from ..registry import CnnkitError
 
 
 def epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -17,8 +22,30 @@ def epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -
     return g
 
 
+def shard(order: torch.Tensor, batch_size: int, shuffle: bool, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share of `order`, the sample order of one pass over a split.
+
+    Training (shuffle): each global batch of `batch_size` is cut into `world_size` contiguous
+    parts and rank r keeps part r, so step i of all ranks together is step i of one process.
+    Evaluation: the split is cut into `world_size` contiguous blocks (sizes differ by at most
+    one), so that the ranks' outputs gathered in rank order are in the split's order.
+    """
+    if world_size == 1:
+        return order
+    if shuffle:
+        return torch.cat([b.tensor_split(world_size)[rank] for b in order.split(batch_size)])
+    return order.tensor_split(world_size)[rank]
+
+
 class TensorLoader:
-    """Yield (images uint8 (B,C,H,W), targets) slices of in-memory tensors."""
+    """Yield (images uint8 (B,C,H,W), targets) slices of in-memory tensors.
+
+    `batch_size` is the global batch. Under DDP (world_size > 1) an evaluation pass yields this
+    rank's block (see `shard`) in batches of batch_size // world_size. Training yields every
+    rank the *whole* global batch: every rank holds the data anyway, so the loop can augment the
+    whole batch with the epoch's generator and keep its rows with `local` -- augmentation draws,
+    CutMix/MixUp partners included, are then exactly those of one process.
+    """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, device: torch.device | str = "cpu", seed: int = 0,
@@ -30,9 +57,22 @@ class TensorLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch = seed, 0
         self.rank, self.world_size = rank, world_size
+        self.whole = shuffle and world_size > 1  # training under DDP: whole global batches, cut by `local`
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def generator(self, seed: int) -> torch.Generator:
+        """The epoch's augmentation generator: the same on every rank, which sees the whole batch."""
+        return epoch_generator(seed, self.epoch, self.device)
+
+    def local(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of a whole global batch (training under DDP); the batch itself otherwise."""
+        if not self.whole:
+            return x, y
+        part = len(x) // self.world_size
+        rows = slice(self.rank * part, (self.rank + 1) * part)
+        return x[rows], y[rows]
 
     def _indices(self) -> torch.Tensor:
         n = len(self.targets)
@@ -40,24 +80,30 @@ class TensorLoader:
             idx = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.device)
         else:
             idx = torch.arange(n, device=self.device)
-        if self.world_size > 1:  # each rank takes every world_size-th sample of the same permutation
-            usable = n - n % self.world_size
-            idx = idx[:usable][self.rank::self.world_size]
-        return idx
+        return idx if self.whole else shard(idx, self.batch_size, self.shuffle, self.rank, self.world_size)
+
+    def _batch(self) -> int:
+        return self.batch_size if self.whole else max(1, self.batch_size // self.world_size)
 
     def __len__(self) -> int:
-        n = len(self.targets) // self.world_size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n = len(self.targets) if self.whole or self.world_size == 1 else len(self._indices())
+        return n // self._batch() if self.drop_last else -(-n // self._batch())
 
     def __iter__(self):
-        idx = self._indices()
+        idx, b = self._indices(), self._batch()
         for i in range(len(self)):
-            j = idx[i * self.batch_size:(i + 1) * self.batch_size]
+            j = idx[i * b:(i + 1) * b]
             yield self.images[j], self.targets[j]
 
 
 class StreamLoader:
-    """A DataLoader over a Dataset of (uint8 CHW, label) items, with the TensorLoader interface."""
+    """A DataLoader over a Dataset of (uint8 CHW, label) items, with the TensorLoader interface.
+
+    Under DDP each rank decodes only its share (see `shard`): decoding is the expensive part of
+    a streamed data set. Each rank then augments its own rows with its own generator, so the
+    draws are independent across ranks but not those of one process (CutMix/MixUp partners
+    come from the rank's rows, as in other DDP trainers).
+    """
 
     def __init__(self, dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  device: torch.device | str = "cpu", seed: int = 0, workers: int = 2,
@@ -69,16 +115,28 @@ class StreamLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        n = len(self.dataset) // self.world_size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    def generator(self, seed: int) -> torch.Generator:
+        """The epoch's augmentation generator, one per rank (rank 0's is a single process's)."""
+        return epoch_generator(seed + 7919 * self.rank, self.epoch, self.device)
 
-    def __iter__(self):
+    def local(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y  # the batch holds this rank's rows only
+
+    def _order(self) -> torch.Tensor:
         n = len(self.dataset)
         order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            order = order[: n - n % self.world_size][self.rank::self.world_size]
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order.tolist(), drop_last=self.drop_last,
+        return shard(order, self.batch_size, self.shuffle, self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        if self.shuffle or self.world_size == 1:  # training: one step per global batch
+            n, b = len(self.dataset), self.batch_size
+        else:
+            n, b = len(self._order()), max(1, self.batch_size // self.world_size)
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        b = self.batch_size if self.world_size == 1 else max(1, self.batch_size // self.world_size)
+        loader = DataLoader(self.dataset, batch_size=b, sampler=self._order().tolist(), drop_last=self.drop_last,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
         for x, y in loader:
@@ -87,6 +145,10 @@ class StreamLoader:
 
 def make_loader(split, batch_size: int, shuffle: bool, drop_last: bool, device, seed: int, workers: int = 2,
                 rank: int = 0, world_size: int = 1):
+    """A loader over `split`; `batch_size` is the global batch, `rank`/`world_size` place this process (DDP)."""
+    if world_size > 1 and not shuffle and len(split) < world_size:
+        raise CnnkitError(f"{len(split)} images cannot be evaluated by {world_size} processes: "
+                          f"use a larger validation split or fewer processes")
     if split.images is not None:
         return TensorLoader(split.images, split.targets, batch_size, shuffle, drop_last, device, seed, rank, world_size)
     return StreamLoader(split.dataset, batch_size, shuffle, drop_last, device, seed, workers, rank, world_size)

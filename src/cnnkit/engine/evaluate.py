@@ -24,8 +24,13 @@ def predict_logits(model, loader, prep, device, amp_dtype=None, tta: bool = Fals
     return torch.cat(logits), torch.cat(targets)
 
 
-def evaluate(model, loader, task, prep, device, amp_dtype=None, tta: bool = False) -> dict:
+def evaluate(model, loader, task, prep, device, amp_dtype=None, tta: bool = False, gather=None) -> dict:
+    """Task metrics over the whole split. Under DDP each rank predicts its block of the split and
+    `gather` (Distributed.gather_rows) joins the blocks in rank order: every rank then computes the
+    metrics of the whole split, the numbers a single process gets."""
     logits, targets = predict_logits(model, loader, prep, device, amp_dtype, tta)
+    if gather is not None:
+        logits, targets = gather(logits), gather(targets)
     out = task.metrics(logits, targets)
     out["logits"], out["targets"] = logits, targets
     return out

@@ -12,6 +12,8 @@
   there the map is still the same weighted sum, but its mean is no longer the logit, which is
   why `cam` refuses that head unless `strict=False`.)
 - `gradcam_pp` (Chattopadhay et al. 2018): per-position weights that favour several instances.
+- `layercam` (Jiang et al. 2021): each position weighted by its own positive gradient; stays
+  sharp at earlier layers of finer resolution.
 - `guided_backprop` (Springenberg et al. 2015): input gradient where every ReLU also blocks
   negative gradients; sharp but not class-discriminative. `guided_gradcam` multiplies it by
   the upsampled Grad-CAM map to get both.
@@ -114,6 +116,19 @@ def gradcam_pp(model: nn.Module, x: torch.Tensor, target=None, layer=None, norma
     a = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
     weights = (a * grad.relu()).sum((2, 3), keepdim=True)  # (B, C, 1, 1)
     maps = (weights * act).sum(1).relu()
+    return _finish(maps, x, normalize, upsample)
+
+
+def layercam(model: nn.Module, x: torch.Tensor, target=None, layer=None, normalize: bool = True,
+             upsample: bool = True) -> torch.Tensor:
+    """LayerCAM (Jiang et al. 2021) (B, H, W): ReLU(sum_k ReLU(g_k(i, j)) A_k(i, j)), each position
+    weighted by its own positive gradient instead of the channel's average. At the last stage of a
+    GAP -> linear head every g_k(i, j) is w_ck / (h w), so it is Grad-CAM with negative weights
+    dropped; at earlier, finer layers the per-position gradient keeps the map on the units that
+    actually feed the class score, where Grad-CAM's averaged weights light up every edge alike."""
+    x = as_batch(model, x)
+    act, grad = _grads(model, x, target, layer)
+    maps = (grad.relu() * act).sum(1).relu()  # (B, h, w)
     return _finish(maps, x, normalize, upsample)
 
 

@@ -3,7 +3,7 @@ that a deeper filter responds to most (activation maximisation, Erhan et al. 200
 regularised form of Olah et al. 2017: jitter, small L2 and total-variation penalties)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -55,43 +55,53 @@ def _jitter(x: torch.Tensor, jitter: int, gen: torch.Generator) -> torch.Tensor:
     return torch.roll(x, (dy, dx), dims=(-2, -1))
 
 
-def activation_maximization(model: nn.Module, layer=None, channel: int = 0, steps: int = 128,
+def activation_maximization(model: nn.Module, layer=None, channel: int | Sequence[int] = 0, steps: int = 128,
                             size: Tuple[int, int] | None = None, lr: float = 0.05, l2_weight: float = 1e-3,
                             tv_weight: float = 0.05, jitter: int = 2, seed: int = 0
                             ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """An input (C, H, W) that drives channel `channel` of `layer` high, and the objective per step.
+    """An input that drives channel `channel` of `layer` high, and the objective per step.
 
     Gradient ascent with Adam on the (normalised) input from noise (std 0.5: strong enough that
     some units start active, as a ReLU unit at zero has no gradient): maximise the mean
     activation of the channel minus `l2_weight` * mean(x^2) and `tv_weight` * TV(x); each step
     sees the image rolled by up to `jitter` pixels; pixels stay within the valid [0, 1] range
-    (mapped through default_cfg mean/std). `size` defaults to default_cfg's input size. Returns
-    (image in the model's input space, mean activation per step (steps,), on the jittered input).
+    (mapped through default_cfg mean/std). `size` defaults to default_cfg's input size.
+
+    One channel (an int) gives (image (C, H, W) in the model's input space, mean activation per
+    step (steps,), on the jittered input). A list of N channels optimises N images at once, image i
+    for channel i (in eval mode the images do not interact), and gives ((N, C, H, W), (steps, N)).
     """
     if steps < 1:
         raise CnnkitError(f"steps must be >= 1, got {steps}")
+    single = isinstance(channel, int)
+    chans = torch.tensor([channel] if single else list(channel), dtype=torch.long)
+    if chans.numel() == 0:
+        raise CnnkitError("channel: give at least one channel index")
     c, h, w = input_size(model)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
     name, module = resolve_layer(model, layer)
     dev = model_device(model)
     gen = torch.Generator().manual_seed(seed)
-    x = (0.5 * torch.randn(1, c, h, w, generator=gen)).to(dev).requires_grad_(True)
+    n = chans.numel()
+    x = (0.5 * torch.randn(n, c, h, w, generator=gen)).to(dev).requires_grad_(True)
     lo, hi = pixel_bounds(model, c, dev)
     opt = torch.optim.Adam([x], lr=lr)
+    rows = torch.arange(n, device=dev)
     history = []
     with explaining(model):
         for _ in range(steps):
             _, act = capture(model, _jitter(x, jitter, gen), module, stop=True)
-            act = to_map(model, act, name, (h, w))
-            if not 0 <= channel < act.shape[1]:
+            act = to_map(model, act, name, (h, w))  # (N, K, h', w')
+            if int(chans.min()) < 0 or int(chans.max()) >= act.shape[1]:
                 raise CnnkitError(f"layer {name!r} has {act.shape[1]} channels; channel must be 0..{act.shape[1] - 1}")
-            objective = act[0, channel].mean()
-            loss = -objective + l2_weight * x.pow(2).mean() + tv_weight * total_variation(x).sum()
+            objective = act[rows, chans.to(dev)].flatten(1).mean(1)  # (N,)
+            penalty = l2_weight * x.pow(2).flatten(1).mean(1) + tv_weight * total_variation(x)  # (N,)
             opt.zero_grad(set_to_none=True)
-            loss.backward(inputs=[x])
+            (penalty - objective).sum().backward(inputs=[x])  # images are independent: sum of N objectives
             opt.step()
-            history.append(float(objective.detach()))
+            history.append(objective.detach().float().cpu())
             with torch.no_grad():
                 x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-    return x.detach()[0], torch.tensor(history)
+    history = torch.stack(history)  # (steps, N)
+    return (x.detach()[0], history[:, 0]) if single else (x.detach(), history)

@@ -14,7 +14,8 @@ from matplotlib.patches import Rectangle
 
 
 def _figure(rows: int, cols: int, cell: float = 1.6):
-    fig = Figure(figsize=(cols * cell, rows * cell + 0.3))
+    # constrained layout keeps panel titles and a suptitle apart, whatever the grid's shape
+    fig = Figure(figsize=(cols * cell, rows * cell + 0.3), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
@@ -22,10 +23,14 @@ def _figure(rows: int, cols: int, cell: float = 1.6):
     return fig, axes
 
 
-def _save(fig: Figure, path) -> Path:
+def _save(fig: Figure, path, suptitle: str | None = None) -> Path:
+    """Write the figure (with a `suptitle` above the panels, if given); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
 
@@ -77,22 +82,22 @@ def save_heatmaps(path, images: torch.Tensor, heatmaps: dict | torch.Tensor, mea
 
 
 def save_grid(path, images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int | None = None,
-              mean=None, std=None, cell: float = 1.2) -> Path:
+              mean=None, std=None, cell: float = 1.2, suptitle: str | None = None) -> Path:
     """Images (N, C, H, W) in a grid, each stretched to [0, 1] unless mean/std are given."""
     n = images.shape[0]
     ncols = ncols or min(n, 8)
     fig, axes = _figure(math.ceil(n / ncols), ncols, cell)
     for i in range(n):
         _show(axes.flat[i], to_display(images[i], mean, std), titles[i] if titles else None)
-    return _save(fig, path)
+    return _save(fig, path, suptitle)
 
 
-def save_filters(path, kernels: torch.Tensor) -> Path:
+def save_filters(path, kernels: torch.Tensor, title: str | None = None) -> Path:
     """First-layer kernels as `filters` returns them (O, I, kh, kw) in [0, 1]: RGB when I = 3, else the
     mean over input channels in grey."""
     k = kernels if kernels.shape[1] in (1, 3) else kernels.mean(1, keepdim=True)
     return save_grid(path, k, ncols=min(k.shape[0], 16), mean=[0.0] * k.shape[1], std=[1.0] * k.shape[1],
-                     cell=0.6)
+                     cell=0.6, suptitle=title)
 
 
 def save_feature_maps(path, maps: torch.Tensor, max_maps: int = 64) -> Path:
@@ -102,28 +107,61 @@ def save_feature_maps(path, maps: torch.Tensor, max_maps: int = 64) -> Path:
                      cell=0.9)
 
 
-def save_inversions(path, original: torch.Tensor, results: Sequence[dict], mean=None, std=None) -> Path:
-    """The image (C, H, W) and its reconstructions from `invert_depths` (first image of each batch)."""
-    fig, axes = _figure(1, 1 + len(results), 1.8)
-    _show(axes[0, 0], to_display(original, mean, std), "input")
-    for ax, r in zip(axes[0, 1:], results):
-        rec = r["reconstruction"]
-        rec = rec[0] if rec.ndim == 4 else rec
-        _show(ax, to_display(rec, mean, std), f"{r['layer']}\nerr {r['pixel_error']:.2f}")
-    return _save(fig, path)
+def save_inversions(path, original: torch.Tensor, results: Sequence[dict], mean=None, std=None,
+                    row_titles: Sequence[str] | None = None) -> Path:
+    """The images (C, H, W) or (B, C, H, W), one per row, and their reconstructions from `invert_depths`
+    side by side, shallow to deep; a result's "title" (default: its layer) heads its column, and each
+    panel shows its own pixel error ||x' - x|| / ||x - mean(x)||."""
+    original = original[None] if original.ndim == 3 else original
+    B = original.shape[0]
+    fig, axes = _figure(B, 1 + len(results), 1.8)
+    for i in range(B):
+        _show(axes[i, 0], to_display(original[i], mean, std),
+              row_titles[i] if row_titles else ("input" if i == 0 else None))
+        for ax, r in zip(axes[i, 1:], results):
+            rec = r["reconstruction"]
+            rec = rec[min(i, rec.shape[0] - 1)] if rec.ndim == 4 else rec
+            diff, spread = rec.float().cpu() - original[i].float().cpu(), original[i].float().cpu()
+            spread = spread - spread.mean((1, 2), keepdim=True)
+            err = float(diff.norm() / spread.norm().clamp(min=1e-12))
+            head = f"{r.get('title', r['layer'])}\n" if i == 0 else ""
+            _show(ax, to_display(rec, mean, std), f"{head}err {err:.2f}")
+    return _save(fig, path, "feature inversion: the input rebuilt from each layer's features\n"
+                            "err = ||x' - x|| / ||x - mean(x)||")
+
+
+def _draw_erf(ax, erf: torch.Tensor, box=None, title: str | None = None):
+    """The ERF map (H, W) and the analytic box (x0, y0, x1, y1 in pixel edges); where the box reaches past
+    the image the axes grow to show it whole, with the image's own border in grey."""
+    H, W = erf.shape
+    ax.imshow(erf.detach().float().cpu().numpy(), cmap="magma", vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+    ax.add_patch(Rectangle((-0.5, -0.5), W, H, fill=False, color="0.6", lw=0.8))
+    lo_x, lo_y, hi_x, hi_y = -0.5, -0.5, W - 0.5, H - 0.5
+    if box is not None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5))
+        lo_x, lo_y = min(lo_x, x0 - 1.5), min(lo_y, y0 - 1.5)
+        hi_x, hi_y = max(hi_x, x1 + 0.5), max(hi_y, y1 + 0.5)
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_ylim(hi_y, lo_y)
+    ax.set_facecolor("white")
+    if title:
+        ax.set_title(title, fontsize=8)
 
 
 def save_erf(path, erf: torch.Tensor, box=None, title: str = "effective receptive field") -> Path:
     """The ERF map (H, W) and, when given, the theoretical receptive field box (x0, y0, x1, y1)."""
     fig, axes = _figure(1, 1, 3.0)
-    ax = axes[0, 0]
-    ax.imshow(erf.detach().float().cpu().numpy(), cmap="magma", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9)
-    if box is not None:
-        H, W = erf.shape
-        x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], W), min(box[3], H)
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="cyan", lw=1.5))
+    _draw_erf(axes[0, 0], erf, box, title)
     return _save(fig, path)
+
+
+def save_erfs(path, panels: Sequence[dict], suptitle: str | None = None) -> Path:
+    """Several ERFs side by side: each panel a dict with erf (H, W), box (or None) and title."""
+    fig, axes = _figure(1, len(panels), 2.6)
+    for ax, p in zip(axes[0], panels):
+        _draw_erf(ax, p["erf"], p.get("box"), p.get("title"))
+    return _save(fig, path, suptitle)
 
 
 def save_curves(path, result: dict, index: int | None = None) -> Path:
