@@ -355,7 +355,7 @@ def _time_infer(fwd, model, next_x, steps: int, warmup: int, device, amp_dtype) 
 def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 256, input_size=None,
               data: str | None = None, data_dir: str | None = None, device: str = "auto", amp: str = "auto",
               channels_last: bool = True, compile: bool = False, steps: int = 10, warmup: int = 3,
-              augment: str = "light", optimizer: str = "nesterov", model_args: dict | None = None,
+              augment: str = "crop=2,hflip=0.5", optimizer: str = "nesterov", model_args: dict | None = None,
               seed: int = 0, peak_budget_s: float = 0.5, log=None) -> dict:
     """Measure training and inference speed of `model`; see the module docstring for what and how.
 
