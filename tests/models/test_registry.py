@@ -90,4 +90,7 @@ def test_every_model_trains_from_the_cli(name, tmp_path):
     r = CliRunner().invoke(app, _train_args(name) + ["--project", str(tmp_path), "--name", "r"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "r" / "best" / "weights.safetensors").is_file() and "done" in r.output
+    # the report works for every model: each of its sections was built (a failed one says "not available")
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "not written" not in r.output and "not available" not in page, r.output
     shutil.rmtree(tmp_path)  # the big ones write hundreds of MB
