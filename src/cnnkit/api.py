@@ -38,9 +38,9 @@ def train(config: str | None = None, resume: str | None = None, log=print, stop_
 def _report_after_training(run, device: str, log) -> None:
     """RUN/report.html once training ends. The run is already complete on disk: a failure here costs
     one warning line, never the run (`cnnkit report RUN` can try again later)."""
-    import os
+    from .engine.distributed import is_main
 
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: one report, by the main process
+    if not is_main():  # torchrun: one report, by the main process
         return
     try:
         from .report.html import write_report
