@@ -22,30 +22,17 @@ single-object scenes at the run's own size (32 px) and prints, as mean (min-max 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 
 import torch
 
 import cnnkit
+from cnnkit.engine.bench import machine
 from cnnkit.engine.inference import load_checkpoint_model
 from cnnkit.explain import evaluate_methods
 
 METHODS = ("cam", "gradcam", "gradcam_pp", "guided_gradcam")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {gpu}; "
-            f"torch {torch.__version__}, python {platform.python_version()}, cnnkit {cnnkit.__version__}")
 
 
 def score_run(run: str, num: int, seed: int) -> dict:
@@ -82,7 +69,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the scenes")
     args = ap.parse_args()
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}, cnnkit {cnnkit.__version__}")
     runs, train_s = list(args.run or []), []
     if not runs:
         project = tempfile.mkdtemp(prefix="cnnkit_explain_bench_")

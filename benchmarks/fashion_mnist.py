@@ -19,27 +19,14 @@ the time to reach 89 % (about the guide's best) and 93 %.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 
 import torch
 
 import cnnkit
+from cnnkit.engine.bench import machine
 from cnnkit.data.datasets import load_data
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {gpu}; "
-            f"torch {torch.__version__}, python {platform.python_version()}")
 
 
 def guide_loop(epochs: int, log) -> list[tuple[int, float, float]]:

@@ -22,17 +22,8 @@ import torch
 
 import cnnkit
 from cnnkit.analysis import summary
+from cnnkit.engine.bench import machine
 
-try:
-    from fashion_mnist import machine
-except ImportError:  # run from another folder
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location("fm", pathlib.Path(__file__).with_name("fashion_mnist.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    machine = mod.machine
 
 
 def native_input(name: str) -> tuple:

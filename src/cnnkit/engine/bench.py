@@ -89,6 +89,11 @@ def machine_line(info: dict) -> str:
             f"load average {info['load_avg_1min']}")
 
 
+def machine(device: torch.device | str | None = None) -> str:
+    """`machine_line` of this process's machine (the first GPU when there is one): what every benchmark prints."""
+    return machine_line(machine_info(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+
+
 def load_warning(info: dict) -> str | None:
     """A line when other processes hold the cores: the figures will be low and noisy.
 
