@@ -47,8 +47,9 @@ def _report_after_training(run, device: str, log) -> None:
 
         write_report(run, device=device, log=log)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        log(f"warning: report.html was not written ({why}); try `cnnkit report {run}`")
+        from .utils import first_line
+
+        log(f"warning: report.html was not written ({first_line(e)}); try `cnnkit report {run}`")
 
 
 def report(run: str, **kwargs) -> "Path":
@@ -72,11 +73,12 @@ def evaluate(run: str, **kwargs) -> dict:
     return evaluate_checkpoint(run, **kwargs)
 
 
-def predict(checkpoint: str, images: list, topk: int = 5, device: str = "auto") -> list[dict]:
-    """Top-k predictions for image files."""
+def predict(checkpoint: str, images: list, topk: int = 5, device: str = "auto", **options) -> list[dict]:
+    """The task's predictions for image files: classification the top-k classes ("top"); detection the
+    "boxes", "scores", "labels" (class names) above `conf`, drawn into `out` (default RUN/predict/)."""
     from .engine.inference import predict_images
 
-    return predict_images(checkpoint, images, topk=topk, device=device)
+    return predict_images(checkpoint, images, topk=topk, device=device, **options)
 
 
 def load_model(checkpoint: str, device: str = "cpu"):
@@ -132,6 +134,7 @@ def explain(checkpoint: str, images: list | None = None, method: str = "gradcam"
     from .engine.inference import load_checkpoint_model, load_image
     from .explain.figures import IMAGE_FREE, draw, resolve_method
     from .registry import CnnkitError, suggest
+    from .utils import class_names
 
     method = resolve_method(method)
     images = list(images or [])
@@ -142,7 +145,7 @@ def explain(checkpoint: str, images: list | None = None, method: str = "gradcam"
         raise CnnkitError(f"steps must be >= 1, got {steps}")
     model, meta, folder = load_checkpoint_model(checkpoint)
     c, h, w = meta["input_size"]
-    classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
+    classes = class_names(meta)
     if isinstance(target, str) and not target.isdigit():
         if target not in classes:
             raise suggest(target, classes, "class")

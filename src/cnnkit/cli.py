@@ -96,7 +96,9 @@ def train(
 
     if not is_main():  # under torchrun the other processes have nothing to add
         return
-    metric = f"{res.best_metric:.2%}" if res.monitor == "val_acc" else f"{res.best_metric:.4f}"
+    from .tasks import format_value
+
+    metric = format_value(res.monitor_format, res.best_metric)
     console.print(f"\n[bold green]done[/]: best {res.monitor} {metric} at epoch {res.best_epoch}; "
                   f"run saved in [bold]{res.run_dir}[/]")
     console.print("next:\n"
@@ -124,16 +126,18 @@ def eval_(
     res = evaluate(str(run), data=data, data_dir=data_dir, tta=tta, device=device)
     console.print(f"{res['checkpoint']} on {res['data']} ({res['split']}, {res['images']:,} images"
                   f"{', with test-time flip' if res['tta'] else ''})")
-    line = f"loss {res['loss']:.4f}  accuracy {res['acc']:.2%}"
-    if "acc5" in res:
-        line += f"  top-5 {res['acc5']:.2%}"
-    console.print(line)
-    cm = res["confusion"]
-    table = Table("class", "accuracy", "images", title="per class")
-    for i, c in enumerate(res["classes"]):
-        total = int(cm[i].sum())
-        table.add_row(str(c), f"{cm[i, i].item() / max(total, 1):.2%}", f"{total:,}")
-    console.print(table)
+    _print_summary(res["summary"])
+
+
+def _print_summary(summary: dict) -> None:
+    """A task's `eval_summary`: plain lines, then tables of (title, headers, rows)."""
+    for line in summary.get("lines", []):
+        console.print(line)
+    for title, headers, rows in summary.get("tables", []):
+        table = Table(*headers, title=title)
+        for row in rows:
+            table.add_row(*map(str, row))
+        console.print(table)
 
 
 @app.command()
@@ -141,15 +145,26 @@ def eval_(
 def predict(
     checkpoint: Path = typer.Argument(..., help="A run folder or checkpoint folder."),
     images: List[Path] = typer.Argument(..., help="Image files (any format PIL reads)."),
-    topk: int = typer.Option(3, "--topk", "-k", help="How many classes to show per image."),
+    topk: int = typer.Option(3, "--topk", "-k", help="Classification: how many classes to show per image."),
+    conf: float = typer.Option(0.25, "--conf", help="Detection: the lowest score drawn and listed."),
+    out: Optional[Path] = _opt("Detection: folder for the drawn PNGs and predictions.json (default RUN/predict/).",
+                               "--out", "-o"),
     device: str = typer.Option("auto", "--device"),
 ):
-    """Classify image files with a trained model: top-k classes and probabilities."""
+    """Predict with a trained model. Classification: top-k classes and probabilities. Detection: the boxes
+    (and masks), drawn into one PNG per image, and all detections as COCO results JSON."""
     from .api import predict as predict_api
 
-    for r in predict_api(str(checkpoint), [str(p) for p in images], topk=topk, device=device):
-        best = ", ".join(f"{name} {p:.1%}" for name, p in r["top"])
-        console.print(f"{r['image']}: {best}")
+    results = predict_api(str(checkpoint), [str(p) for p in images], topk=topk, device=device, conf=conf,
+                          out=str(out) if out else None)
+    for r in results:
+        lines = r.pop("lines")
+        console.print(f"{r['image']}: {lines[0] if lines else ''}")
+        for line in lines[1:]:
+            console.print(f"  {line}")
+    drawn = [r["drawn"] for r in results if "drawn" in r]
+    if drawn:
+        console.print(f"drawn: {Path(drawn[0]).parent}/ ({len(drawn)} PNG)")
 
 
 @app.command()

@@ -32,7 +32,7 @@ class TrainConfig:
     model: str = "fastnet"            # `cnnkit models`
     model_args: dict = field(default_factory=dict)  # extra builder arguments, e.g. {drop_rate: 0.2}
     weights: str | None = None        # pretrained weights file (torchvision .pth or cnnkit .safetensors)
-    task: str = "classify"
+    task: str | None = None           # classify | multilabel | detect (None: the model's own, from its default_cfg)
     # -- optimisation
     epochs: int = 10
     batch_size: int = 256
@@ -48,7 +48,7 @@ class TrainConfig:
     grad_clip: float = 0.0            # max gradient norm (0 = off)
     ema: float = 0.0                  # EMA decay of the weights, e.g. 0.999 (0 = off); evaluation uses the EMA
     early_stop: int = 0               # patience in epochs on `monitor` (0 = off)
-    monitor: str = "val_acc"          # val_acc | val_loss
+    monitor: str | None = None        # the metrics.csv column best/ is kept by (None: the task's, e.g. val_acc, val_map)
     augment: str = "crop=2,hflip=0.5"  # none | light | standard | strong | "crop=4,hflip=0.5,..." (2 px shifts:
                                       # on 28-32 px images, 4 px cost 0.4 % accuracy in 7-epoch runs)
     normalize: str = "dataset"        # dataset (its mean/std) | half (0.5/0.5, the guide's) | none ([0,1])
@@ -106,7 +106,6 @@ class TrainConfig:
 CHOICES = {
     "optimizer": ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"),
     "schedule": ("none", "step", "cosine", "onecycle"),
-    "monitor": ("val_acc", "val_loss"),
     "normalize": ("dataset", "half", "none"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "logger": ("csv", "tensorboard"),
@@ -204,5 +203,23 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
         merged.update(RECIPES[recipe])
     merged.update(from_file)
     merged.update(overrides)
+    merged = {**task_defaults(merged), **merged}
     cfg = TrainConfig(**{k: _coerce(k, v) for k, v in merged.items()})
     return cfg.validate()
+
+
+def task_defaults(chosen: dict) -> dict:
+    """What sits under the user's choices for the run's task and model: the task's `defaults`, then
+    the model's own `default_cfg["recipe"]` (a detector's learning rate, say), and the resolved task
+    name and monitor, so config.yaml states them."""
+    from .tasks import model_cfg, task_class
+
+    model = chosen.get("model") or TrainConfig.model
+    args = chosen.get("model_args") or {}
+    mcfg = model_cfg(model, **(args if isinstance(args, dict) else {}))
+    name = chosen.get("task") or mcfg.get("task") or "classify"
+    cls = task_class(name)
+    out = dict(getattr(cls, "defaults", {}))
+    out.update(mcfg.get("recipe") or {})
+    out.update(task=name, monitor=chosen.get("monitor") or out.get("monitor") or cls.monitor)
+    return out

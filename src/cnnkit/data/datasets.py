@@ -72,6 +72,9 @@ class DataBundle:
     source: str = ""  # where the files were read from ("generated" for shapes)
 
 
+_KIND_WORDS = {"label": "one class label per image", "objects": "boxes and classes per object"}
+
+
 @dataclass
 class _Pool:
     """All images of one source split, before any selection: a uint8 tensor, or file paths."""
@@ -114,8 +117,14 @@ class DatasetSpec:
     num_classes: int | Callable[[], int] | None
     train_size: int | None
     test_size: int | None
-    load: Callable[[_Request], _Raw] = field(repr=False)
+    load: Callable[[_Request], _Raw] | None = field(repr=False)
     how_to_get: str = ""
+    # targets other than one class per image: kind ("objects", ...) -> loader giving (train, val, classes, source)
+    dense: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (("label",) if self.load is not None else ()) + tuple(self.dense)
 
     def __call__(self, req: _Request) -> _Raw:
         return self.load(req)
@@ -124,7 +133,7 @@ class DatasetSpec:
         n = self.num_classes() if callable(self.num_classes) else self.num_classes
         return {"name": self.name, "description": self.description, "in_chans": self.in_chans,
                 "image_size": self.image_size, "num_classes": n, "train": self.train_size,
-                "test": self.test_size, "how_to_get": self.how_to_get}
+                "test": self.test_size, "how_to_get": self.how_to_get, "targets": list(self.kinds)}
 
 
 def _register(spec: DatasetSpec) -> None:
@@ -221,7 +230,7 @@ def _shape_count() -> int:
 
 _register(DatasetSpec("shapes", "procedural shapes on textured backgrounds, generated on the fly (no files)",
                       3, 32, _shape_count,
-                      SHAPES_TRAIN, SHAPES_VAL, _load_shapes, "built in"))
+                      SHAPES_TRAIN, SHAPES_VAL, _load_shapes, "built in", dense={"objects": "shapes"}))
 _register(DatasetSpec("fashion-mnist", "Zalando clothing photos, 28x28 grey (Xiao et al. 2017)", 1, 28, 10,
                       60_000, 10_000, _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES),
                       sources.HOW_TO_GET["fashion-mnist"]))
@@ -397,7 +406,7 @@ def _check(val, seed, in_chans, image_size, num_train, num_val) -> str | float:
 def load_data(name: str, *, data_dir: str | None = None, download: bool = False, val: str | float = "test",
               in_chans: int | None = None, image_size: int | None = None, seed: int = 0,
               num_train: int | None = None, num_val: int | None = None,
-              max_in_memory: int | None = None) -> DataBundle:
+              max_in_memory: int | None = None, targets: str = "label", log=None) -> DataBundle:
     """Load a registered data set as uint8 tensors with its classes and normalization.
 
     name: a `list_datasets()` name; data_dir: where to look first (for `imagefolder`: the root
@@ -407,12 +416,23 @@ def load_data(name: str, *, data_dir: str | None = None, download: bool = False,
     this many training images (chosen by `seed`, before any hold-out; for shapes: how many to
     generate, default 10,000); num_val: at most this many validation images (shapes default 2,000);
     max_in_memory: bytes above which splits are streamed (default $CNNKIT_MAX_IN_MEMORY or 2 GiB).
+    targets: what the task needs per image: "label" (a class index) or "objects" (boxes, labels and
+    masks as `ObjectTargets`, see `data/detection.py`); a data set that lacks them is an error.
+    log: where one-line notices go (boxes clipped or dropped, unreadable files skipped).
     """
     frac = _check(val, seed, in_chans, image_size, num_train, num_val)
     spec: DatasetSpec = DATASETS.get(name)
     req = _Request(data_dir=None if data_dir is None else str(data_dir), download=bool(download),
                    need_test=frac == "test", in_chans=in_chans, image_size=image_size,
                    num_train=num_train, num_val=num_val, seed=int(seed))
+    if targets not in spec.kinds:
+        which = [n for n in DATASETS.list() if targets in DATASETS.get(n).kinds]
+        raise CnnkitError(f"{name} has {' and '.join(_KIND_WORDS[k] for k in spec.kinds)} only, but this task needs "
+                          f"{_KIND_WORDS.get(targets, targets)}: use {', '.join(which) or 'another data set'}")
+    if targets != "label":
+        from .detection import load_dense
+
+        return load_dense(spec, spec.dense[targets], req, frac, log or print)
     raw = spec(req)
 
     # Which images: positions into the source splits.
@@ -454,3 +474,6 @@ def _sample(ds: torch.utils.data.Dataset, seed: int, k: int = 1024) -> torch.Ten
     """Up to `k` images of a streamed split, stacked (N, C, H, W), for its mean/std."""
     pick = np.sort(np.random.default_rng([seed, 3]).choice(len(ds), size=min(k, len(ds)), replace=False))
     return torch.stack([ds[int(i)][0] for i in pick])
+
+
+from . import detection as _detection  # noqa: E402,F401 - registers the detection data sets (coco, yolo, voc)

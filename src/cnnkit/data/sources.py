@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..registry import CnnkitError
+from ..utils import warn
 
 # ----------------------------------------------------------------------------------------------
 # Locating data
@@ -337,7 +337,7 @@ def scan_image_folder(folder: Path, classes: Sequence[str] | None = None) -> tup
     if classes is None:
         empty = [d for d in subdirs if not files_of[d]]
         if empty:
-            warnings.warn(f"{folder}: ignoring class folders with no images: {', '.join(empty)}", stacklevel=2)
+            warn(f"{folder}: ignoring class folders with no images: {', '.join(empty)}")
         classes = [d for d in subdirs if files_of[d]]
     else:
         unknown = [d for d in subdirs if d not in classes and files_of[d]]
@@ -452,8 +452,8 @@ def load_images(files: Sequence[str], channels: int, size: int) -> tuple[np.ndar
     bad = [files[i] for i in np.flatnonzero(~ok)]
     if bad and ok.any():
         first = errors[int(np.flatnonzero(~ok)[0])]
-        warnings.warn(f"skipped {len(bad)} of {len(files)} images that could not be read: "
-                      f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} (first error: {first})", stacklevel=2)
+        warn(f"skipped {len(bad)} of {len(files)} images that could not be read: "
+             f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} (first error: {first})")
     elif bad:
         raise CnnkitError(f"none of the {len(files)} images could be read, e.g. {bad[0]}: {errors[0]}")
     return (out if ok.all() else out[ok]), ok, bad
@@ -483,5 +483,5 @@ class ImageFileDataset(torch.utils.data.Dataset):
                 return torch.from_numpy(open_image(self.files[j], self.channels, self.size)), int(self.labels[j])
             except Exception as e:
                 self.skipped += 1
-                warnings.warn(f"skipping unreadable image {self.files[j]} ({type(e).__name__}: {e})", stacklevel=2)
+                warn(f"skipping unreadable image {self.files[j]} ({type(e).__name__}: {e})")
         raise CnnkitError(f"none of the {len(self.files)} images could be read")

@@ -95,6 +95,14 @@ class Distributed:
         dist.all_reduce(t)
         return t.tolist()
 
+    def reduce_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` summed over the ranks (a copy; `t` itself is left as it was)."""
+        if not self.enabled:
+            return t
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
     def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
         """Every rank's `t` (N_r, ...) concatenated along dim 0 in rank order; the N_r may differ."""
         if not self.enabled:

@@ -1,4 +1,10 @@
-"""Evaluation over a whole split, shared by training (every epoch), `cnnkit eval` and the report."""
+"""Evaluation over a whole split, shared by training (every epoch), `cnnkit eval` and the report.
+
+The task's streaming evaluator sees one batch at a time (`update`) and reduces once (`compute`):
+no split's outputs are ever concatenated here. Under DDP each rank evaluates its block of the
+split and the evaluator sums or gathers across the ranks, so every rank gets the numbers of
+the whole split, those of a single process.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,30 +13,17 @@ from .precision import autocast
 
 
 @torch.no_grad()
-def predict_logits(model, loader, prep, device, amp_dtype=None, tta: bool = False):
-    """All logits and targets of `loader`, concatenated: ((N, K) float, (N,) long)."""
+def evaluate(model, loader, task, prep, device, amp_dtype=None, tta: bool = False, dd=None) -> dict:
+    """The task's metrics over `loader` (uint8 batches; `prep` normalises them)."""
     was_training = model.training
     model.eval()
-    logits, targets = [], []
-    for x, y in loader:
-        x = prep(x)
-        with autocast(device, amp_dtype):
-            out = model(x).float()
-            if tta:  # test-time augmentation: average with the mirror image
-                out = (out + model(x.flip(-1)).float()) / 2
-        logits.append(out)
-        targets.append(y)
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(targets)
-
-
-def evaluate(model, loader, task, prep, device, amp_dtype=None, tta: bool = False, gather=None) -> dict:
-    """Task metrics over the whole split. Under DDP each rank predicts its block of the split and
-    `gather` (Distributed.gather_rows) joins the blocks in rank order: every rank then computes the
-    metrics of the whole split, the numbers a single process gets."""
-    logits, targets = predict_logits(model, loader, prep, device, amp_dtype, tta)
-    if gather is not None:
-        logits, targets = gather(logits), gather(targets)
-    out = task.metrics(logits, targets)
-    out["logits"], out["targets"] = logits, targets
-    return out
+    ev = task.evaluator(device)
+    try:
+        for x, y in loader:
+            x = prep(x)
+            with autocast(device, amp_dtype):
+                out = task.forward_eval(model, x, tta)
+            ev.update(out, y)
+    finally:
+        model.train(was_training)
+    return ev.compute(dd)

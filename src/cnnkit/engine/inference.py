@@ -3,16 +3,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.loader import Preprocess, make_loader
 from ..models import create_model
 from ..registry import CnnkitError
 from ..tasks import create_task
+from ..utils import class_names, first_line
 from . import checkpoint as ckpt
 from .evaluate import evaluate
 from .precision import resolve_amp, resolve_device
+
+
+def model_kwargs(meta: dict) -> dict:
+    """The builder arguments a checkpoint's model was made with (the task's, then the user's)."""
+    kw = dict(meta.get("model_kwargs") or {"num_classes": meta["num_classes"]})
+    kw.update(meta.get("model_args") or {})
+    return kw
+
+
+def task_from_meta(meta: dict, model_cfg: dict | None = None):
+    """The checkpoint's task, rebuilt from meta.json (older checkpoints: classify, or multilabel)."""
+    name = meta.get("task") or "classify"
+    if name == "classify" and meta.get("multi_label"):
+        name = "multilabel"
+    return create_task(name, class_names(meta), model_cfg, **(meta.get("task_options") or {}))
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu", prefer: str = "best"):
@@ -22,8 +37,7 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu", 
     for key in ("model", "num_classes", "in_chans"):
         if key not in meta:
             raise CnnkitError(f"{folder / ckpt.META} lacks {key!r}; is it a cnnkit checkpoint?")
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=meta["in_chans"],
-                         **meta.get("model_args", {}))
+    model = create_model(meta["model"], in_chans=meta["in_chans"], **model_kwargs(meta))
     ckpt.load_into(model, ckpt.load_weights(folder), f"checkpoint {folder}")
     return model.to(device).eval(), meta, folder
 
@@ -33,23 +47,24 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str
                         amp: str = "auto", tta: bool | None = None) -> dict:
     """Evaluate a checkpoint on its own validation split (or another data set with the same classes).
 
-    `tta` (average with the mirrored image) defaults to what the run's own evaluation did.
+    `tta` (test-time augmentation, where the task has one) defaults to what the run's own evaluation did.
+    Returns the task's metrics (e.g. loss, acc, confusion; map, map50, ...) and what was evaluated.
     """
     from ..data.datasets import load_data
 
     dev = resolve_device(device)
     model, meta, folder = load_checkpoint_model(path, dev)
+    task = task_from_meta(meta, getattr(model, "default_cfg", None))
     d = dict(meta.get("data", {}))
     name = data or d.get("name")
     c, h, w = meta["input_size"]
     bundle = load_data(name, data_dir=data_dir or d.get("data_dir"), val=val or d.get("val", "test"),
                        image_size=h, in_chans=c, seed=d.get("seed", 0),
                        num_train=d.get("num_train") if name == d.get("name") else None,
-                       num_val=d.get("num_val") if name == d.get("name") else None)
+                       num_val=d.get("num_val") if name == d.get("name") else None,
+                       targets=task.target_kind, log=lambda *a: None)
     if len(bundle.classes) != meta["num_classes"]:
         raise CnnkitError(f"{name} has {len(bundle.classes)} classes but the checkpoint predicts {meta['num_classes']}")
-    task = create_task(meta.get("task", "classify"), num_classes=meta["num_classes"],
-                       multi_label=meta.get("multi_label", False))
     # the layout the run evaluated in: bf16 results depend (slightly) on the convolution layout
     channels_last = bool(meta.get("channels_last", False))
     if channels_last:
@@ -59,42 +74,47 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str
     tta = meta.get("tta", False) if tta is None else tta
     res = evaluate(model, loader, task, prep, dev, resolve_amp(amp, dev), tta=tta)
     res.update(checkpoint=str(folder), data=name, tta=tta, split=bundle.val_name, images=len(bundle.val),
-               classes=meta.get("classes") or bundle.classes)
+               classes=meta.get("classes") or bundle.classes, task=task.name)
+    res["summary"] = task.eval_summary(res)
     return res
 
 
 def load_image(path: str | Path, in_chans: int, size: tuple[int, int]) -> torch.Tensor:
-    """One image file -> uint8 (C, H, W) with the checkpoint's channels and size."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file -> uint8 (C, H, W) with the checkpoint's channels and size, read as training reads
+    files (`data.sources.open_image`: EXIF rotation, alpha over white, 16-bit scaling)."""
+    from ..data.sources import open_image
 
     p = Path(path)
     if not p.is_file():
         raise CnnkitError(f"image not found: {p}")
+    if size[0] != size[1]:
+        raise CnnkitError(f"cnnkit models take square inputs; got {size[0]}x{size[1]}")
     try:
-        with Image.open(p) as im:
-            im = im.convert("L" if in_chans == 1 else "RGB")
-            if im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise CnnkitError(f"cannot read image {p}: {e}") from None
-    t = torch.from_numpy(arr.copy())
-    return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+        return torch.from_numpy(open_image(str(p), in_chans, size[0]))
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a file it cannot decode
+        raise CnnkitError(f"cannot read image {p}: {first_line(e, with_type=True)}") from None
 
 
 @torch.no_grad()
-def predict_images(path: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto") -> list[dict]:
-    """Top-k classes with probabilities for each image file."""
+def predict_images(path: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto",
+                   out: str | Path | None = None, **options) -> list[dict]:
+    """The task's decoded predictions for each image file (classification: the top-k classes and their
+    probabilities; detection: boxes, scores and classes). Tasks that draw write one PNG per image
+    into `out` (default RUN/predict/) and say where in each result's "drawn"."""
     dev = resolve_device(device)
-    model, meta, _ = load_checkpoint_model(path, dev)
+    model, meta, folder = load_checkpoint_model(path, dev)
+    task = task_from_meta(meta, getattr(model, "default_cfg", None))
     c, h, w = meta["input_size"]
     batch = torch.stack([load_image(p, c, (h, w)) for p in images]).to(dev)
-    logits = model(Preprocess(meta["mean"], meta["std"], dev)(batch)).float()
-    task = create_task(meta.get("task", "classify"), num_classes=meta["num_classes"],
-                       multi_label=meta.get("multi_label", False))
-    probs = task.probabilities(logits)
-    k = min(topk, probs.shape[1])
-    top = probs.topk(k, dim=1)
-    names = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
-    return [dict(image=str(p), top=[(names[j], float(v)) for v, j in zip(top.values[i].tolist(), top.indices[i].tolist())])
-            for i, p in enumerate(images)]
+    outputs = task.forward_eval(model, Preprocess(meta["mean"], meta["std"], dev)(batch))
+    preds = task.decode(outputs, topk=topk, **options)
+    run = folder.parent if folder.name in ("best", "last") else folder
+    results = []
+    for p, img, pred in zip(images, batch.cpu(), preds):
+        r = dict(image=str(p), **pred, lines=task.describe(pred))
+        drawn = task.save_drawing(img, pred, Path(out) if out else run / "predict", Path(p).stem)
+        if drawn is not None:
+            r["drawn"] = str(drawn)
+        results.append(r)
+    task.save_predictions(results, Path(out) if out else run / "predict")
+    return results

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..registry import CnnkitError, suggest
+from ..utils import first_line
 
 LOGGERS = ("csv", "tensorboard")
 
@@ -134,16 +135,18 @@ def log_cam_samples(logger: Logger, run_dir, epoch: int, n: int = 8, prefer: str
         return
     from ..report.images import side_by_side
     from ..report.samples import cam_samples, images_at, per_class, validation_split
-    from .inference import load_checkpoint_model
+    from .inference import load_checkpoint_model, task_from_meta
 
     try:
         model, meta, _ = load_checkpoint_model(run_dir, "cpu", prefer=prefer)
+        task = task_from_meta(meta, getattr(model, "default_cfg", None))
         if getattr(logger, "cam_images", None) is None:
             split = validation_split(meta)
             logger.cam_images = images_at(split, per_class(split.targets, n))
-        samples = cam_samples(model, logger.cam_images, meta["mean"], meta["std"], size=96)
+        samples = cam_samples(model, logger.cam_images, meta["mean"], meta["std"], size=96,
+                              probabilities=task.probabilities)
     except Exception as e:  # noqa: BLE001 - never stop a training run for a picture
-        logger.cam_error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        logger.cam_error = first_line(e)
         if log is not None:
             log(f"warning: no Grad-CAM pictures for the logger ({logger.cam_error})")
         return

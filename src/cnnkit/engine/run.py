@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import platform
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from .. import __version__  # noqa: F401
+from ..utils import atomic_write_text
 
 
 def new_run_dir(project: str, name: str) -> Path:
@@ -26,16 +28,16 @@ def environment() -> dict:
     import torch
     import torchvision
 
-    return dict(cnnkit=__version__, torch=torch.__version__, torchvision=torchvision.__version__,
+    return dict(cnnkit=__version__, torch=str(torch.__version__), torchvision=str(torchvision.__version__),
                 python=platform.python_version(), platform=platform.platform(),
                 cuda=torch.version.cuda if torch.cuda.is_available() else None, cpus=os.cpu_count())
 
 
 def write_config(run: Path, cfg: dict, env: dict) -> None:
-    tmp = run / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False) + "\n# environment\n" +
-                   "".join(f"# {k}: {v}\n" for k, v in env.items()))
-    os.replace(tmp, run / "config.yaml")
+    """config.yaml (the resolved configuration, which --resume reads back) and environment.yaml (versions,
+    platform) beside it."""
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(run / "environment.yaml", yaml.safe_dump(env, sort_keys=False))
 
 
 class MetricsLog:
@@ -57,12 +59,11 @@ class MetricsLog:
         if not self.rows:
             return
         keys = list(self.rows[-1].keys())
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, self.path)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -14,7 +14,6 @@ place and the rest of the page is still written.
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,19 +22,14 @@ import torch
 import yaml
 
 from ..registry import CnnkitError
+from ..tasks import column_formats, format_value
+from ..utils import atomic_write_text, class_names, first_line
 from . import page
-from .images import data_uri, figure_png, heat_colors, to_hwc, upscale
+from .images import data_uri, figure_png
 from .page import esc
 
 DEFAULT_MAX_IMAGES = 16
-THUMB = 96  # pixels: height of each gallery picture
 MAX_SUMMARY_ROWS = 40  # more layers than this are grouped by block
-MAX_LABELLED_CLASSES = 30  # more classes than this: the confusion matrix as plain coloured cells
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if not isinstance(e, CnnkitError) else text
 
 
 def _run_folder(run) -> Path:
@@ -51,20 +45,17 @@ def _run_folder(run) -> Path:
 
 
 def _read_config(path: Path) -> tuple[dict, dict]:
-    """(config, environment) from config.yaml; the environment is in its trailing comments."""
-    text = path.read_text()
-    try:
-        cfg = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise CnnkitError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    env, seen = {}, False
-    for line in text.splitlines():
-        if line.strip() == "# environment":
-            seen = True
-        elif seen and line.startswith("# ") and ": " in line:
-            k, v = line[2:].split(": ", 1)
-            env[k.strip()] = v.strip()
-    return (cfg if isinstance(cfg, dict) else {}), env
+    """(config, environment) of a run: config.yaml and environment.yaml beside it."""
+    def read(p: Path) -> dict:
+        if not p.is_file():
+            return {}
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CnnkitError(f"{p} is not valid YAML: {first_line(e)}") from None
+        return d if isinstance(d, dict) else {}
+
+    return read(path), read(path.with_name("environment.yaml"))
 
 
 class _Run:
@@ -84,8 +75,9 @@ class _Run:
         self.env = self.env or {k: v for k, v in (self.meta.get("versions") or {}).items()}
         metrics = path / "metrics.csv"
         self.history = read_metrics(metrics) if metrics.is_file() else []
-        self.classes = [str(c) for c in (self.meta.get("classes") or range(self.meta.get("num_classes", 0)))]
-        self.monitor = self.config.get("monitor", "val_acc")
+        self.classes = class_names(self.meta)
+        self.formats = column_formats(self.meta)
+        self.monitor = self.config.get("monitor") or "val_acc"
         self._cache: dict[str, object] = {}
 
     def _once(self, key: str, make: Callable):
@@ -112,9 +104,9 @@ class _Run:
             from ..engine.inference import evaluate_checkpoint
 
             res = evaluate_checkpoint(self.ckpt, device=self.device)
-            res["probs"] = res["logits"].float().softmax(1).cpu()
-            res["preds"] = res["probs"].argmax(1)
-            res["targets"] = res["targets"].cpu()
+            for key in ("targets", "preds", "conf"):  # the per-image numbers the galleries pick from
+                if isinstance(res.get(key), torch.Tensor):
+                    res[key] = res[key].cpu()
             return res
 
         return self._once("evaluation", make)
@@ -122,30 +114,15 @@ class _Run:
     def split(self):
         from .samples import validation_split
 
-        return self._once("split", lambda: validation_split(self.meta, self.evaluation()["targets"]))
+        return self._once("split", lambda: validation_split(self.meta, self.evaluation().get("targets")))
+
+    def task(self):
+        from ..engine.inference import task_from_meta
+
+        return self._once("task", lambda: task_from_meta(self.meta, getattr(self.model(), "default_cfg", None)))
 
 
 # -- formatting --------------------------------------------------------------------------------------
-def _pct(v) -> str:
-    return f"{100 * float(v):.2f}%"
-
-
-def _metric(key: str, v) -> str:
-    """A metrics.csv value as people read it: accuracies in %, losses to 4 places, times in s."""
-    if v is None or v == "":
-        return "—"
-    v = float(v)
-    if "acc" in key:
-        return _pct(v)
-    if key == "lr":
-        return f"{v:.3g}"
-    if key.endswith("_time"):
-        return f"{v:.1f} s"
-    if key.endswith("per_s"):
-        return f"{v:,.0f}"
-    return f"{v:.4f}"
-
-
 def _value(v) -> str:
     if v is None:
         return "—"
@@ -239,12 +216,13 @@ def _training_section(run: _Run) -> str:
     if not run.history:
         return page.note("no epoch finished: metrics.csv is missing or empty")
     parts = []
-    if all(k in run.history[0] for k in ("train_loss", "val_loss", "train_acc", "val_acc")):
-        uri = data_uri(figure_png(plot_curves, run.history))
-        parts.append(page.figure(uri, "training curves", "loss and accuracy per epoch, training and validation"))
+    if all(k in run.history[0] for k in ("train_loss", "val_loss")):
+        uri = data_uri(figure_png(plot_curves, run.history, run.formats))
+        parts.append(page.figure(uri, "training curves", "loss and each validation metric per epoch"))
     keys = list(run.history[-1].keys())
     best = run.meta.get("epoch") if run.ckpt.name == "best" else None
-    rows = [[str(int(r["epoch"]))] + [_metric(k, r.get(k)) for k in keys[1:]] for r in run.history]
+    rows = [[str(int(r["epoch"]))] + [format_value(run.formats.get(k, "loss"), r.get(k)) for k in keys[1:]]
+            for r in run.history]
     marks = ["best" if best is not None and int(r["epoch"]) == int(best) else "" for r in run.history]
     parts.append(page.table(keys, rows, numeric=range(len(keys)), row_class=marks))
     if best is not None:
@@ -253,103 +231,11 @@ def _training_section(run: _Run) -> str:
     return "".join(parts)
 
 
-def _confusion_section(run: _Run) -> str:
-    from .plots import plot_confusion
-
-    ev = run.evaluation()
-    line = (f"<p>Fresh evaluation of <code>{esc(Path(ev['checkpoint']).name)}/</code> on the {esc(ev['split'])} "
-            f"split of {esc(ev['data'])}: {ev['images']:,} images, accuracy <b>{_pct(ev['acc'])}</b>"
-            + (f", top-5 {_pct(ev['acc5'])}" if "acc5" in ev else "")
-            + f", loss {ev['loss']:.4f}" + (" (with test-time flip)" if ev.get("tta") else "") + ".</p>")
-    cm, k = ev["confusion"].cpu(), len(run.classes)
-    caption = "rows: true class, columns: predicted; each row sums to 1"
-    if k <= MAX_LABELLED_CLASSES:
-        uri = data_uri(figure_png(plot_confusion, cm, run.classes))
-        return line + page.figure(uri, "confusion matrix", caption, width=min(640, 300 + 40 * k))
-    # many classes: one coloured cell per entry (a labelled figure would be thousands of pixels wide)
-    rows = (cm.float() / cm.sum(1, keepdim=True).clamp(min=1)).numpy()  # (K, K) row-normalised
-    uri = data_uri(upscale(heat_colors(rows, "Blues"), max(k, 512 // k * k)))
-    return line + page.figure(uri, "confusion matrix", f"{caption}; classes in the order of the per-class table, "
-                              "darker = more", width=512)
-
-
-def _per_class_section(run: _Run) -> str:
-    from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
-
-    ev = run.evaluation()
-    k = len(run.classes)
-    preds, targets = ev["preds"], ev["targets"]
-    p, r, f = (m(num_classes=k, average=None)(preds, targets)
-               for m in (MulticlassPrecision, MulticlassRecall, MulticlassF1Score))
-    support = torch.bincount(targets, minlength=k)
-    rows = [[c, f"{p[i]:.3f}", f"{r[i]:.3f}", f"{f[i]:.3f}", f"{int(support[i]):,}"] for i, c in enumerate(run.classes)]
-    rows.append(["macro average", f"{p.mean():.3f}", f"{r.mean():.3f}", f"{f.mean():.3f}", f"{int(support.sum()):,}"])
-    table = page.table(["class", "precision", "recall", "F1", "support"], rows, numeric=(1, 2, 3, 4),
-                       row_class=[""] * k + ["total"])
-    return table + ("<p class='muted'>precision: of the images predicted as the class, how many are; recall: of "
-                    "the images of the class, how many are found; F1: their harmonic mean (torchmetrics, "
-                    "average=None)</p>")
-
-
-def _thumb(img_u8: torch.Tensor) -> str:
-    return data_uri(upscale(to_hwc(img_u8), THUMB))
-
-
-def _mistakes_section(run: _Run) -> str:
-    from .samples import images_at, worst_mistakes
-
-    ev = run.evaluation()
-    wrong = int((ev["preds"] != ev["targets"]).sum())
-    if wrong == 0:
-        return page.note(f"no mistakes on the {ev['images']:,} validation images")
-    idx = worst_mistakes(ev["probs"], ev["targets"], run.max_images)
-    if not idx:
-        return page.note("max_images is 0: no pictures")
-    imgs = images_at(run.split(), idx)
-    cells = []
-    for j, i in enumerate(idx):
-        t, p = int(ev["targets"][i]), int(ev["preds"][i])
-        cap = (f"true <b>{esc(run.classes[t])}</b><br>predicted <span class='no'>{esc(run.classes[p])}</span> "
-               f"{100 * float(ev['probs'][i, p]):.0f}%")
-        cells.append(f"<figure>{page.img(_thumb(imgs[j]), f'image {i}', pixelated=True)}"
-                     f"<figcaption>{cap}</figcaption></figure>")
-    return (f"<p class='muted'>{len(idx)} of the {wrong:,} wrong predictions ({_pct(wrong / ev['images'])} of the "
-            f"images), the most confident first</p><div class='gallery'>{''.join(cells)}</div>")
-
-
-def _gradcam_section(run: _Run) -> str:
-    from .samples import cam_samples, images_at, per_class
-
-    ev = run.evaluation()
-    idx = per_class(ev["targets"], run.max_images)
-    if not idx:
-        return page.note("max_images is 0: no pictures")
-    model = run.model()
-    samples = cam_samples(model, images_at(run.split(), idx), run.meta["mean"], run.meta["std"], size=THUMB)
-    stage = (getattr(model, "feature_info", None) or [{}])[-1].get("module", "?")
-    cells = []
-    for i, s in zip(idx, samples):
-        t = int(ev["targets"][i])
-        mark = "ok" if s.pred == t else "no"
-        cap = (f"true <b>{esc(run.classes[t])}</b> · predicted <span class='{mark}'>{esc(run.classes[s.pred])}</span>"
-               f" {100 * s.conf:.0f}%")
-        pair = (page.img(data_uri(s.image), f"image {i}", pixelated=True)
-                + page.img(data_uri(s.overlay), f"Grad-CAM of image {i}"))
-        cells.append(f"<figure><div class='pair'>{pair}</div><figcaption>{cap}</figcaption></figure>")
-    return (f"<p class='muted'>Grad-CAM of the predicted class at <code>{esc(stage)}</code>, the last feature "
-            "stage: red is where the evidence for that class lies. Validation images, classes in turn.</p>"
-            f"<div class='gallery pairs'>{''.join(cells)}</div>")
-
-
 SECTIONS: tuple[tuple[str, str, Callable[[_Run], str]], ...] = (
     ("config", "Configuration and environment", _config_section),
     ("model", "Model", _model_section),
     ("training", "Training", _training_section),
-    ("confusion", "Confusion matrix", _confusion_section),
-    ("per-class", "Per-class precision, recall, F1", _per_class_section),
-    ("mistakes", "Most confident mistakes", _mistakes_section),
-    ("gradcam", "Grad-CAM gallery", _gradcam_section),
-)
+)  # then the task's own sections (`Task.report_sections`)
 
 
 def _header(run: _Run) -> str:
@@ -361,21 +247,27 @@ def _header(run: _Run) -> str:
     when = datetime.datetime.fromtimestamp(stamp.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     metric = (meta.get("metrics") or {}).get(run.monitor)
     which = "best" if run.ckpt.name == "best" else run.ckpt.name
-    if metric is None:
-        best = "—"
-    else:
-        best = _pct(metric) if "acc" in run.monitor else f"{metric:.4f}"
+    best = format_value(run.formats.get(run.monitor, "loss"), metric)
     epochs = f"{len(run.history)} of {cfg.get('epochs', '?')}"
     items = [(f"{which} {run.monitor}", best), (f"{which} epoch", str(meta.get("epoch", "—"))), ("epochs run", epochs),
              ("classes", str(len(run.classes))), ("input", "×".join(map(str, meta.get("input_size", []))))]
     ev = run._cache.get("evaluation")
-    if isinstance(ev, dict):
-        items.insert(2, ("evaluated accuracy", _pct(ev["acc"])))
+    name = run.monitor[4:] if run.monitor.startswith("val_") else run.monitor
+    if isinstance(ev, dict) and isinstance(ev.get(name), (int, float)):
+        items.insert(2, (f"evaluated {name}", format_value(run.formats.get(run.monitor, "loss"), ev[name])))
     model_txt = model + (f" {_value(args)}" if args else "")
     data_txt = f"{data.get('name', cfg.get('data', '?'))} (val: {data.get('val', cfg.get('val', 'test'))})"
     return (f"<h1>{esc(run.path.name)}<span class='sub'>{esc(model_txt)} on {esc(data_txt)}</span></h1>"
             f"<div class='muted'>trained {esc(when)} · checkpoint <code>{esc(run.ckpt.name)}/</code> · "
             f"folder <code>{esc(run.path.resolve())}</code></div>{page.kpis(items)}")
+
+
+def _failed(e: Exception) -> Callable:
+    """A section that shows why the task's sections could not be made."""
+    def build(_run):
+        raise e
+
+    return build
 
 
 def write_report(run, device: str = "cpu", max_images: int = DEFAULT_MAX_IMAGES, log=print) -> Path:
@@ -390,19 +282,21 @@ def write_report(run, device: str = "cpu", max_images: int = DEFAULT_MAX_IMAGES,
     sections = []
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
         torch.manual_seed(0)  # random inputs of the summary pass: the same page twice
-        for sid, title, build in SECTIONS:
+        try:
+            task_sections = tuple(r.task().report_sections())
+        except Exception as e:  # noqa: BLE001 - the generic sections are still worth a page
+            task_sections = (("task", "Evaluation", _failed(e)),)
+        for sid, title, build in SECTIONS + task_sections:
             try:
                 body = build(r)
             except Exception as e:  # noqa: BLE001 - one broken part must not cost the whole page
-                body = page.note(f"not available: {_one_line(e)}", warn=True)
-                log(f"report: section '{title}' left out: {_one_line(e)}")
+                body = page.note(f"not available: {first_line(e, with_type=True)}", warn=True)
+                log(f"report: section '{title}' left out: {first_line(e, with_type=True)}")
             sections.append((sid, title, body))
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     footer = f"written by cnnkit {esc(r.env.get('cnnkit', ''))} on {stamp} · <code>cnnkit report {esc(path)}</code>"
     html = page.document(f"{path.name} · cnnkit report", _header(r), sections, footer)
     out = path / "report.html"
-    tmp = path / ".report.html.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, html)
     log(f"report: {out} ({len(html) / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return out

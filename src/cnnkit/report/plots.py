@@ -9,16 +9,21 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_curves(history: list[dict], path: Path) -> Path:
+def plot_curves(history: list[dict], path: Path, formats: dict | None = None) -> Path:
+    """Loss, then one panel per validation metric (with its training twin where there is one).
+
+    `formats`: metrics.csv column -> display format (`tasks.column_formats`); "pct" columns are drawn in %."""
+    formats = formats or {}
     ep = [int(r["epoch"]) for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        a.plot(ep, [float(r[key]) for r in history], marker="o", label=label)
-    for key, label in (("train_acc", "train"), ("val_acc", "validation")):
-        b.plot(ep, [100 * float(r[key]) for r in history], marker="o", label=label)
-    a.set(title="loss", xlabel="epoch")
-    b.set(title="accuracy (%)", xlabel="epoch")
-    for ax in (a, b):
+    metrics = [k[4:] for k in history[-1] if k.startswith("val_") and k != "val_loss"]
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(5 * (1 + len(metrics)), 3.8), squeeze=False)
+    panels = [("loss", "loss")] + [(m, m) for m in metrics]
+    for ax, (name, title) in zip(axes[0], panels):
+        pct = formats.get(f"val_{name}") == "pct"
+        for key, label in ((f"train_{name}", "train"), (f"val_{name}", "validation")):
+            if all(key in r and r[key] not in ("", None) for r in history):
+                ax.plot(ep, [(100 if pct else 1) * float(r[key]) for r in history], marker="o", label=label)
+        ax.set(title=f"{title} (%)" if pct else title, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -23,8 +23,10 @@ def validation_split(meta: dict, targets: torch.Tensor | None = None):
     training image is loaded (for shapes: generated) first; `targets`, when given, must then match
     the evaluated ones, else the split is loaded in full, exactly as the evaluation did."""
     from ..data.datasets import load_data
+    from ..engine.inference import task_from_meta
 
     d = dict(meta.get("data") or {})
+    kind = task_from_meta(meta).target_kind
     if not d.get("name"):
         raise CnnkitError("the checkpoint's meta.json does not name its data set")
     c, h, _ = meta["input_size"]
@@ -32,8 +34,9 @@ def validation_split(meta: dict, targets: torch.Tensor | None = None):
               seed=d.get("seed") or 0, num_val=d.get("num_val"))
     tries = [1, d.get("num_train")] if str(kw["val"]) == "test" else [d.get("num_train")]
     for num_train in tries:
-        split = load_data(d["name"], num_train=num_train, **kw).val
-        if targets is None or torch.equal(split.targets, targets.detach().cpu()):
+        split = load_data(d["name"], num_train=num_train, targets=kind, log=lambda *a: None, **kw).val
+        if targets is None or not isinstance(split.targets, torch.Tensor) or (
+                split.targets.shape == targets.shape and torch.equal(split.targets, targets.detach().cpu())):
             return split
     raise CnnkitError(f"the validation images of {d['name']} differ from the ones evaluated; "
                       "were the data files changed after training?")
@@ -59,9 +62,9 @@ def per_class(targets: torch.Tensor, n: int) -> list[int]:
     return picked
 
 
-def worst_mistakes(probs: torch.Tensor, targets: torch.Tensor, n: int) -> list[int]:
-    """Indices of up to `n` wrong predictions, the most confident first. probs (N, K), targets (N,)."""
-    conf, pred = probs.max(1)
+def worst_mistakes(conf: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor, n: int) -> list[int]:
+    """Indices of up to `n` wrong predictions, the most confident first. conf: the probability of the
+    prediction (N,), pred and targets (N,) class indices."""
     wrong = torch.nonzero(pred != targets).flatten()
     order = conf[wrong].argsort(descending=True)
     return wrong[order][:n].tolist()
@@ -76,11 +79,12 @@ class CamSample:
 
 
 def cam_samples(model: torch.nn.Module, images: torch.Tensor, mean, std, size: int = 96,
-                layer: str | None = None) -> list[CamSample]:
+                layer: str | None = None, probabilities=None) -> list[CamSample]:
     """Grad-CAM overlays of uint8 images (N, C, H, W) for the class the model predicts, `size` pixels high.
 
     The layer is the model's last feature stage (`feature_info[-1]`), found through the model
-    interface as `cnnkit.explain` does; `mean`/`std` are the checkpoint's normalisation."""
+    interface as `cnnkit.explain` does; `mean`/`std` are the checkpoint's normalisation; `probabilities`
+    turns logits into the shown confidence (the task's: softmax, or a sigmoid per label)."""
     from ..data.loader import Preprocess
     from ..explain import gradcam
     from ..explain._core import explaining, model_device
@@ -90,7 +94,7 @@ def cam_samples(model: torch.nn.Module, images: torch.Tensor, mean, std, size: i
     with explaining(model), torch.no_grad():
         logits = model(x)
         logits = logits[0] if isinstance(logits, (tuple, list)) else logits  # auxiliary heads
-        probs = logits.float().softmax(1)  # (N, K)
+        probs = probabilities(logits) if probabilities is not None else logits.float().softmax(1)  # (N, K)
     conf, pred = probs.max(1)
     maps = gradcam(model, x, target=pred, layer=layer)  # (N, H, W), each peak 1
     samples = []
