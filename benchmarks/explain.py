@@ -28,7 +28,7 @@ import time
 import torch
 
 import cnnkit
-from cnnkit.engine.bench import machine
+from cnnkit.perf.machine import machine
 from cnnkit.engine.inference import load_checkpoint_model
 from cnnkit.explain import evaluate_methods
 

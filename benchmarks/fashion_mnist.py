@@ -25,7 +25,7 @@ import time
 import torch
 
 import cnnkit
-from cnnkit.engine.bench import machine
+from cnnkit.perf.machine import machine
 from cnnkit.data.datasets import load_data
 
 

@@ -46,7 +46,7 @@ import cnnkit
 from cnnkit.config import FIELD_NAMES, TrainConfig
 from cnnkit.data.datasets import load_data
 from cnnkit.data.loader import norm_stats
-from cnnkit.engine.bench import load_warning, machine_info, machine_line, synchronize
+from cnnkit.perf.machine import load_warning, machine_info, machine_line, synchronize
 from cnnkit.engine.optim import build_optimizer
 from cnnkit.engine.precision import autocast, grad_scaler, resolve_amp, resolve_device
 

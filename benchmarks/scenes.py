@@ -17,7 +17,7 @@ import time
 import torch
 
 from cnnkit.data.scenes import make_scene_batch
-from cnnkit.engine.bench import machine
+from cnnkit.perf.machine import machine
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 
 import cnnkit
 from cnnkit.analysis import summary
-from cnnkit.engine.bench import machine
+from cnnkit.perf.machine import machine
 
 
 

@@ -210,18 +210,18 @@ def export(checkpoint: str, format: str = "onnx", output: str | None = None, bat
     size) and returns `logits` (N, classes); input size, mean/std, class names and versions travel
     in it and in a sidecar `<output>.json`. It is run (onnxruntime on the CPU, or torch.jit.load) on
     check batches and kept only if it agrees with eager PyTorch within `tolerance`. Returns an
-    ExportResult (path, sidecar, metadata, checks, max_abs_diff); see cnnkit.engine.export.
+    ExportResult (path, sidecar, metadata, checks, max_abs_diff); see cnnkit.deploy.export.
 
     >>> res = export("runs/exp1", format="onnx")        # doctest: +SKIP
     >>> res.path, res.max_abs_diff                      # doctest: +SKIP
     """
-    from .engine.export import export_checkpoint
+    from .deploy.export import export_checkpoint
 
     return export_checkpoint(checkpoint, format=format, output=output, batch=batch, dynamic=dynamic, opset=opset,
                              device=device, tolerance=tolerance, exporter=exporter)
 
 
-def bench(model: str = "fastnet", task: str = "classify", batch_size: int = 256, input_size=None,
+def bench(model: str = "fastnet", task: str | None = None, batch_size: int = 256, input_size=None,
           data: str | None = None, device: str = "auto", amp: str = "auto", channels_last: bool = True,
           compile: bool = False, steps: int = 10, warmup: int = 3, log=None, **kwargs) -> dict:
     """Training and inference images/s on synthetic and real data, the GEMM peak and the share of it
@@ -229,12 +229,12 @@ def bench(model: str = "fastnet", task: str = "classify", batch_size: int = 256,
 
     `input_size`: (C, H, W), a side H, or the text 'C,H,W'; `data`: a data set name, 'synthetic'
     only, or None (fashion-mnist if found, else shapes). More keywords (data_dir, augment,
-    optimizer, model_args, seed): see `cnnkit.engine.bench.run_bench`.
+    optimizer, model_args, seed): see `cnnkit.perf.bench.run_bench`.
 
     >>> r = bench("fastnet", steps=4)                                      # doctest: +SKIP
     >>> r["train"]["real"]["images_per_s"], r["peak_fraction"], r["split"]  # doctest: +SKIP
     """
-    from .engine.bench import run_bench
+    from .perf.bench import run_bench
 
     return run_bench(model, task=task, batch_size=batch_size, input_size=input_size, data=data, device=device,
                      amp=amp, channels_last=channels_last, compile=compile, steps=steps, warmup=warmup, log=log,

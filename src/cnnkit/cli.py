@@ -313,7 +313,7 @@ def summary_(
 @handle_errors
 def bench(
     model: str = typer.Argument("fastnet", help="A model name (see `cnnkit models`), or tv:NAME / timm:NAME."),
-    task: str = typer.Option("classify", "--task", help="The task whose loss the training step uses."),
+    task: Optional[str] = _opt("The task whose training step is timed (default: the model's own).", "--task"),
     batch: int = typer.Option(256, "--batch", "-b", help="Batch size."),
     input: Optional[str] = _opt("Input C,H,W such as 1,28,28, or one side such as 32 (default: the data's).", "--input", "-i"),
     data: Optional[str] = _opt("synthetic (only), or a data set (default: fashion-mnist if found, else shapes).", "--data", "-d"),
@@ -328,7 +328,7 @@ def bench(
 ):
     """Training and inference images/s, the share of the machine's matmul peak, and where a step's time goes."""
     from .api import bench as bench_api
-    from .engine.bench import render
+    from .perf.bench import render
 
     res = bench_api(model, task=task, batch_size=batch, input_size=input, data=data, data_dir=data_dir, device=device,
                     amp=amp, channels_last=channels_last, compile=compile, augment=augment, steps=steps,

@@ -151,7 +151,7 @@ def make_scene_batch(n: int, seed: int = 0, size: int = 64, channels: int = 3, o
     parts = []
     with _one_thread():
         for s in range(0, n, chunk):
-            img, tg = _chunk(seed, index[s:s + chunk], size, channels, lo, hi, rotation)
+            img, tg, _ = _chunk(seed, index[s:s + chunk], size, channels, lo, hi, rotation)
             images[s:s + chunk] = img
             parts.append(tg)
     if not parts:
@@ -163,7 +163,9 @@ def make_scene_batch(n: int, seed: int = 0, size: int = 64, channels: int = 3, o
 
 
 def _chunk(seed: int, idx: np.ndarray, size: int, channels: int, lo: int, hi: int,
-           rotation: float) -> Tuple[torch.Tensor, ObjectTargets]:
+           rotation: float) -> Tuple[torch.Tensor, ObjectTargets, torch.Tensor]:
+    """Scenes of indices `idx`: images, targets and each object's visible fraction of its own
+    pixels (M,), the last for tests."""
     n, hw, P, T = len(idx), size * size, NUM_KEYPOINTS, _TRIES
     bg = _sample_background(uniforms(hash_keys(seed, idx, _STREAM, 0), _N_BG), size)
     want = lo + (uniforms(hash_keys(seed, idx, _STREAM, 1), 1)[:, 0] * (hi - lo + 1)).long()
@@ -202,7 +204,7 @@ def _chunk(seed: int, idx: np.ndarray, size: int, channels: int, lo: int, hi: in
             d = ((c[..., 0] - cp[..., 0]).square() + (c[..., 1] - cp[..., 1]).square()).sqrt()
             near = d - r - rp < 1.5
             contrast = (cand["lum"].view(n, T, 1) - lum[:, None, :j]).abs() >= OBJ_CONTRAST
-            apart = d >= torch.maximum(r, 0.55 * (r + rp))
+            apart = d >= torch.maximum(0.6 * r, 0.45 * (r + rp))
             ok = ok & (~placed[:, None, :j] | ~near | (contrast & apart)).all(-1)
         sel = ok.any(1).nonzero().squeeze(1)
         if not len(sel):
@@ -236,7 +238,7 @@ def _chunk(seed: int, idx: np.ndarray, size: int, channels: int, lo: int, hi: in
             need = torch.clamp((MIN_VISIBLE * area[sel, :j]).ceil().long(), min=MIN_PIXELS)
             accept &= (~placed[sel, :j] | (left >= need)).all(1)
         else:
-            accept |= True  # the first shape always stays: every image has an object
+            accept[:] = True  # the first shape always stays: every image has an object
         a = accept.nonzero().squeeze(1)
         if not len(a):
             continue
@@ -271,7 +273,8 @@ def _chunk(seed: int, idx: np.ndarray, size: int, channels: int, lo: int, hi: in
     img = img + bg["noise"][:, None, None] * normal_noise(hash_keys(seed, idx, _STREAM, 3),
                                                            channels * hw).view_as(img)
     images = img.mul_(255).round_().clamp_(0, 255).to(torch.uint8).view(n, channels, size, size)
-    return images, _targets(own, placed, labels, kp, size)
+    fraction = (vis.double() / area.clamp(min=1).double())[placed]
+    return images, _targets(own, placed, labels, kp, size), fraction
 
 
 def _targets(own: torch.Tensor, placed: torch.Tensor, labels: torch.Tensor, kp: torch.Tensor,

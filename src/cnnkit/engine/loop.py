@@ -54,7 +54,7 @@ class RunResult:
 def _meta(cfg: TrainConfig, task, bundle, mean, std, epoch: int, metrics: dict, env: dict) -> dict:
     shape = [bundle.in_chans, bundle.image_size, bundle.image_size]
     return dict(
-        format="cnnkit-checkpoint/1", model=cfg.model, model_args=cfg.model_args, model_kwargs=task.model_kwargs(),
+        format="cnnkit-checkpoint/1", model=cfg.model, model_args=cfg.model_args, model_kwargs=task.model_kwargs(bundle.image_size),
         num_classes=len(bundle.classes), in_chans=bundle.in_chans, classes=list(bundle.classes),
         input_size=shape, input_spec=dict(kind="image", shape=shape), mean=list(mean), std=list(std),
         tta=cfg.tta, channels_last=cfg.channels_last,  # how this run evaluated: `cnnkit eval` does the same
@@ -173,7 +173,7 @@ def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log)
 
     # -- model, optimiser, the training step
     model = create_model(cfg.model, in_chans=bundle.in_chans, weights=cfg.weights,
-                         **task.model_kwargs(), **cfg.model_args).to(device)
+                         **task.model_kwargs(bundle.image_size), **cfg.model_args).to(device)
     if cfg.sync_bn:  # BatchNorm statistics over the global batch, not each rank's part (no-op in one process)
         model = dd.sync_batchnorm(model)
     if cfg.channels_last:

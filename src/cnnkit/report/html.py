@@ -217,7 +217,7 @@ def _training_section(run: _Run) -> str:
         return page.note("no epoch finished: metrics.csv is missing or empty")
     parts = []
     if all(k in run.history[0] for k in ("train_loss", "val_loss")):
-        uri = data_uri(figure_png(plot_curves, run.history, run.formats))
+        uri = data_uri(figure_png(plot_curves, run.history, formats=run.formats))
         parts.append(page.figure(uri, "training curves", "loss and each validation metric per epoch"))
     keys = list(run.history[-1].keys())
     best = run.meta.get("epoch") if run.ckpt.name == "best" else None

@@ -134,7 +134,8 @@ class Task:
         self.options = options
 
     # -- model
-    def model_kwargs(self) -> dict:
+    def model_kwargs(self, image_size: int | None = None) -> dict:
+        """The builder arguments this task's data needs (`image_size`: the side of the run's images)."""
         return dict(num_classes=self.num_classes)
 
     # -- metrics
@@ -162,6 +163,10 @@ class Task:
     # -- what the engine calls
     def batch_augment(self, spec):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def synthetic_targets(self, n: int, size, generator: torch.Generator):
+        """Random targets for `n` images of `size` (H, W): what `cnnkit bench` trains on with --data synthetic."""
+        return torch.randint(0, self.num_classes, (n,), generator=generator)
 
     def train_step(self, model, x, y):  # pragma: no cover - interface
         raise NotImplementedError

@@ -29,20 +29,6 @@ def tta_logits(model, x: torch.Tensor, tta: bool) -> torch.Tensor:
     return (out + model(x.flip(-1)).float()) / 2 if tta else out
 
 
-class _Normalized(torch.nn.Module):
-    """[0, 1] images in, the model's outputs out: normalisation inside the exported file."""
-
-    def __init__(self, model, mean, std, post=None):
-        super().__init__()
-        self.model, self.post = model, post
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, images):
-        out = self.model((images - self.mean) * self.inv_std)
-        return self.post(out) if self.post is not None else out
-
-
 class ClassifyEvaluator(Evaluator):
     """Loss, top-1/top-5 hits and the confusion matrix as running sums, plus three numbers per image
     (target, prediction, its probability) for the report's galleries -- never the (N, K) logits."""
@@ -158,4 +144,6 @@ class ClassificationTask(Task):
         log_cam_samples(logger, run, epoch, log=log)  # Grad-CAM of the epoch's last/ weights
 
     def export_spec(self, model, mean, std) -> ExportSpec:
-        return ExportSpec(_Normalized(model, mean, std), ["logits"])
+        from ..deploy.export import NormalizedModel
+
+        return ExportSpec(NormalizedModel(model, mean, std), ["logits"])

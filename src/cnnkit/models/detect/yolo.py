@@ -367,18 +367,18 @@ def _first_conv(body: nn.Module) -> str:
 
 # width / depth multipliers and channel caps of YOLOv8's n / s / m (base widths 64-1024, depths 3-6-6-3)
 @register_model
-def yolo_n(num_classes: int = 80, in_chans: int = 3, **kwargs):
+def yolo_n(num_classes: int = 80, in_chans: int = 3, image_size: int | None = None, **kwargs):
     """YOLO-n (YOLOv8n-like, anchor-free, DFL + TAL): width 0.25, depth 0.33, 3.16 M parameters at 80 classes (3.01 M at 8)."""
     return _yolo("yolo_n", 0.25, 0.33, 1024, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def yolo_s(num_classes: int = 80, in_chans: int = 3, **kwargs):
+def yolo_s(num_classes: int = 80, in_chans: int = 3, image_size: int | None = None, **kwargs):
     """YOLO-s (YOLOv8s-like): width 0.50, depth 0.33, 11.17 M parameters at 80 classes."""
     return _yolo("yolo_s", 0.50, 0.33, 1024, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def yolo_m(num_classes: int = 80, in_chans: int = 3, **kwargs):
+def yolo_m(num_classes: int = 80, in_chans: int = 3, image_size: int | None = None, **kwargs):
     """YOLO-m (YOLOv8m-like): width 0.75, depth 0.67, channels capped at 768, 25.9 M parameters at 80 classes."""
     return _yolo("yolo_m", 0.75, 0.67, 768, num_classes, in_chans, **kwargs)

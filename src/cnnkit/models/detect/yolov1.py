@@ -181,7 +181,7 @@ class YOLOv1(Detector):
 
 
 @register_model
-def yolov1(num_classes: int = 20, in_chans: int = 3, **kwargs):
+def yolov1(num_classes: int = 20, in_chans: int = 3, image_size: int | None = None, **kwargs):
     """YOLO v1 (2015, detection as regression): 7x7 grid, 2 boxes per cell, sum-squared loss; a small own
     backbone (paper's 24 layers too big for a CPU), 2.79 M parameters at 20 classes (4.29 M at 80)."""
     model = YOLOv1(num_classes, in_chans, **kwargs)

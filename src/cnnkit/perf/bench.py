@@ -31,94 +31,19 @@ processes sharing the cores slow each other far more than 2x. A warning is print
 """
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 
 import torch
 
 from ..registry import CnnkitError, suggest
+from ..utils import parse_input_size
+from .machine import load_warning, machine, machine_info, machine_line, synchronize  # noqa: F401 - machine: API
 
 SYNTHETIC = "synthetic"
 PHASES = ("data", "forward", "backward", "optimizer")
 FLOP_RULE = ("FLOPs = 2 x MACs counted by cnnkit.analysis (convolutions and matrix products); "
              "training step = 3 x forward")
-
-
-# ----------------------------------------------------------------------------------------------
-# machine
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: torch.device | str = "cpu") -> dict:
-    """What a figure depends on: CPU, cores, threads, load, versions, accelerator."""
-    device = torch.device(device)
-    cores = os.cpu_count() or 1
-    info = dict(cpu=cpu_model(), cores=cores, torch=torch.__version__, python=platform.python_version(),
-                threads=torch.get_num_threads(), device=device.type, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
-    try:
-        info["usable_cores"] = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        info["usable_cores"] = cores
-    try:
-        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        info["load_avg_1min"] = None
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def machine_line(info: dict) -> str:
-    gpu = f", {info['gpu']} (CUDA {info['cuda']})" if "gpu" in info else ""
-    omp = f", OMP_WAIT_POLICY={info['omp_wait_policy']}" if info.get("omp_wait_policy") else ""
-    return (f"{info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), torch {info['torch']} "
-            f"with {info['threads']} threads{omp}, python {info['python']}, device {info['device']}{gpu}, "
-            f"load average {info['load_avg_1min']}")
-
-
-def machine(device: torch.device | str | None = None) -> str:
-    """`machine_line` of this process's machine (the first GPU when there is one): what every benchmark prints."""
-    return machine_line(machine_info(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-
-
-def load_warning(info: dict) -> str | None:
-    """A line when other processes hold the cores: the figures will be low and noisy.
-
-    Why OMP_WAIT_POLICY: torch's OpenMP threads busy-wait between parallel regions; when more
-    threads than free cores exist, a spinning thread holds the core that the thread it waits for
-    needs. On a 2-core machine at load 9 a fastnet step took 6.5 s with the default policy,
-    0.35 s with OMP_WAIT_POLICY=passive and 0.28 s with one thread.
-    """
-    load = info.get("load_avg_1min")
-    if load is None or load <= info["cores"]:
-        return None
-    line = (f"warning: the 1-minute load average ({load:.1f}) exceeds the {info['cores']} cores: other processes "
-            f"compete for the CPU, so these figures are low and noisy.")
-    if str(info.get("omp_wait_policy") or "").lower() != "passive":
-        line += (" torch's OpenMP threads spin while they wait for a core, which can slow a step many times over; "
-                 "start Python with OMP_WAIT_POLICY=passive (or fewer threads: OMP_NUM_THREADS=1).")
-    return line
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work: timings of a GPU are otherwise only launch times."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, budget_s: float = 0.5,
@@ -161,38 +86,26 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, budget
 
 
 def parse_input(text) -> tuple | int | None:
-    """'C,H,W' / 'CxHxW' -> (C, H, W); 'H' -> H (square, channels from the data or model); None -> None."""
-    if text is None or isinstance(text, (tuple, list, int)):
-        dims = text if not isinstance(text, list) else tuple(text)
-    else:
-        try:
-            dims = tuple(int(v) for v in str(text).lower().replace("x", ",").split(","))
-        except ValueError:
-            dims = ()
-        dims = dims[0] if len(dims) == 1 else dims
-    if dims is None:
-        return None
-    parts = (dims,) if isinstance(dims, int) else tuple(dims)
-    if len(parts) not in (1, 3) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in parts):
-        raise CnnkitError(f"--input expects C,H,W such as 3,32,32 (or one size such as 32), got {text!r}")
-    return parts[0] if len(parts) == 1 else parts
+    """'CxHxW' / 'C,H,W' -> (C, H, W); 'H' -> H (square, channels from the data or model); None -> None."""
+    return parse_input_size(text)
 
 
 def _check_names(model: str, task: str, data: str | None) -> None:
     """Unknown names fail here, before anything is built or loaded."""
     from ..data.datasets import list_datasets
     from ..models import MODELS, _load_all
-    from ..registry import TASKS
+    from ..tasks import task_class
 
     _load_all()
     if not model.startswith(("tv:", "timm:")):
         MODELS.get(model)
-    TASKS.get(task)
+    if task is not None:
+        task_class(task)
     if data is not None and data != SYNTHETIC and data not in list_datasets():
         raise suggest(data, list_datasets() + [SYNTHETIC], "data set")
 
 
-def _load_real(data: str | None, data_dir, in_chans, size, images: int, seed: int, log):
+def _load_real(data: str | None, data_dir, in_chans, size, images: int, seed: int, log, targets: str = "label"):
     """The real data set's bundle, with about `images` training images; None for data='synthetic'.
 
     data=None: fashion-mnist where its files are found, else the built-in shapes.
@@ -201,13 +114,13 @@ def _load_real(data: str | None, data_dir, in_chans, size, images: int, seed: in
 
     if data == SYNTHETIC:
         return None
-    names = [data] if data is not None else ["fashion-mnist", "shapes"]
+    names = [data] if data is not None else (["fashion-mnist", "shapes"] if targets == "label" else ["shapes"])
     for name in names:
         # a data set without an official test split (an image folder) holds out a tenth instead
         val = "test" if dataset_info(name)["test"] else "0.1"
         try:
             return load_data(name, data_dir=data_dir, val=val, in_chans=in_chans, image_size=size, seed=seed,
-                             num_train=images, num_val=1)
+                             num_train=images, num_val=1, targets=targets, log=log)
         except CnnkitError as e:
             if data is not None:
                 raise
@@ -215,7 +128,7 @@ def _load_real(data: str | None, data_dir, in_chans, size, images: int, seed: in
     raise AssertionError("shapes is built in and always loads")
 
 
-def _macs(model_name: str, num_classes: int, in_chans: int, model_args: dict, size: tuple, model) -> dict:
+def _macs(model_name: str, task_kwargs: dict, in_chans: int, model_args: dict, size: tuple, model) -> dict:
     """Forward MACs per image in train and eval mode, counted on the meta device (no arithmetic)."""
     from ..analysis import count_macs
     from ..models import create_model
@@ -223,7 +136,7 @@ def _macs(model_name: str, num_classes: int, in_chans: int, model_args: dict, si
     out = {}
     try:
         with torch.device("meta"):
-            m = create_model(model_name, num_classes=num_classes, in_chans=in_chans, **model_args)
+            m = create_model(model_name, in_chans=in_chans, **task_kwargs, **model_args)
             x = torch.empty(1, *size)
         for mode in ("train", "eval"):
             m.train(mode == "train")
@@ -252,14 +165,12 @@ def _forever(loader):
 
 
 class _Step:
-    """One training step of `engine.loop.fit` in one process, cut into its four phases."""
+    """The loop's training step (`engine.step.TrainStep`) with the data phase in front, at a fixed lr."""
 
-    def __init__(self, model, fwd, task, optimizer, scaler, prep, augment, gen, device, amp_dtype, lr):
-        self.model, self.fwd, self.task, self.optimizer, self.scaler = model, fwd, task, optimizer, scaler
-        self.prep, self.augment, self.gen, self.device, self.amp_dtype, self.lr = (
-            prep, augment, gen, device, amp_dtype, lr)
-        self.loss_sum = torch.zeros((), device=device)
-        self.hits = torch.zeros((), device=device, dtype=torch.long)
+    def __init__(self, step: TrainStep, prep, augment, gen, lr: float):
+        self.step, self.model, self.prep, self.augment, self.gen = step, step.model, prep, augment, gen
+        for group in step.optimizer.param_groups:
+            group["lr"] = lr
 
     def data(self, batch):
         x, y = batch
@@ -269,29 +180,16 @@ class _Step:
         return self.prep.normalize(x), y
 
     def forward(self, x, y):
-        from .precision import autocast
-
-        with autocast(self.device, self.amp_dtype):
-            out = self.fwd(x)
-            loss = self.task.loss(out, y)
-        return out, loss
+        return self.step.forward(x, y)
 
     def backward(self, loss):
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.step.backward(loss)
 
-    def update(self, out, loss, y):
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.loss_sum += loss.detach().float() * len(y)
-        self.hits += self.task.correct(self.task.logits(out).detach(), y)
+    def update(self, loss, stats, n):
+        self.step.update(loss, stats, n)
 
     def __call__(self, x, y):
-        out, loss = self.forward(x, y)
-        self.backward(loss)
-        self.update(out, loss, y)
+        self.step(x, y)
 
 
 def _time_train(step: _Step, next_xy, steps: int, warmup: int, device) -> float:
@@ -320,13 +218,13 @@ def _time_split(step: _Step, batches, steps: int, device) -> dict:
         x, y = step.data(next(batches))
         synchronize(device)
         t1 = time.perf_counter()
-        out, loss = step.forward(x, y)
+        loss, stats = step.forward(x, y)
         synchronize(device)
         t2 = time.perf_counter()
         step.backward(loss)
         synchronize(device)
         t3 = time.perf_counter()
-        step.update(out, loss, y)
+        step.update(loss, stats, len(x))
         synchronize(device)
         t4 = time.perf_counter()
         for k, a, b in zip(PHASES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
@@ -337,17 +235,17 @@ def _time_split(step: _Step, batches, steps: int, device) -> dict:
 
 
 @torch.no_grad()
-def _time_infer(fwd, model, next_x, steps: int, warmup: int, device, amp_dtype) -> float:
-    from .precision import autocast
+def _time_infer(task, fwd, model, next_x, steps: int, warmup: int, device, amp_dtype) -> float:
+    from ..engine.precision import autocast
 
     model.eval()
     with autocast(device, amp_dtype):
         for _ in range(warmup):
-            fwd(next_x())
+            task.forward_eval(fwd, next_x())
         synchronize(device)
         t = time.perf_counter()
         for _ in range(steps):
-            fwd(next_x())
+            task.forward_eval(fwd, next_x())
         synchronize(device)
     model.train()
     return (time.perf_counter() - t) / steps
@@ -357,7 +255,7 @@ def _time_infer(fwd, model, next_x, steps: int, warmup: int, device, amp_dtype) 
 # bench
 
 
-def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 256, input_size=None,
+def run_bench(model: str = "fastnet", task: str | None = None, batch_size: int = 256, input_size=None,
               data: str | None = None, data_dir: str | None = None, device: str = "auto", amp: str = "auto",
               channels_last: bool = True, compile: bool = False, steps: int = 10, warmup: int = 3,
               augment: str = "crop=2,hflip=0.5", optimizer: str = "nesterov", model_args: dict | None = None,
@@ -370,12 +268,13 @@ def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 
     and `peak_fraction` (the real-data training step's share of the GEMM peak).
     """
     from ..config import CHOICES
-    from ..data.augment import BatchAugment, parse_augment
+    from ..data.augment import parse_augment
     from ..data.loader import Preprocess, TensorLoader, epoch_generator, make_loader, norm_stats
+    from ..engine.optim import build_optimizer
+    from ..engine.precision import grad_scaler, resolve_amp, resolve_device
+    from ..engine.step import TrainStep
     from ..models import create_model
-    from ..tasks import create_task
-    from .optim import build_optimizer
-    from .precision import grad_scaler, resolve_amp, resolve_device
+    from ..tasks import create_task, model_cfg, task_class
 
     log = log or (lambda *a, **k: None)
     model_args = dict(model_args or {})
@@ -399,34 +298,35 @@ def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 
     if isinstance(size, tuple) and size[1] != size[2] and data != SYNTHETIC:
         raise CnnkitError(f"data sets are resized to squares; --input {size[1]}x{size[2]} needs --data synthetic")
     split_steps = max(3, steps // 2)
-    bundle = _load_real(data, data_dir, in_chans, side, batch_size * (warmup + steps), seed, log)
+    mcfg = model_cfg(model, in_chans=in_chans, **model_args)
+    task_cls = task_class(task or mcfg.get("task") or "classify")
+    task = task_cls.name
+    bundle = _load_real(data, data_dir, in_chans, side, batch_size * (warmup + steps), seed, log,
+                        task_cls.target_kind)
     if bundle is not None:
-        in_chans, num_classes = bundle.in_chans, len(bundle.classes)
+        in_chans, classes = bundle.in_chans, bundle.classes
         shape = (bundle.in_chans, bundle.image_size, bundle.image_size)
     else:
-        with torch.device("meta"):
-            ref = create_model(model, in_chans=in_chans, **model_args)
-        c, h, w = ref.default_cfg["input_size"] if hasattr(ref, "default_cfg") else (3, 224, 224)
-        num_classes = getattr(ref, "num_classes", None) or 1000
+        c, h, w = mcfg.get("input_size", (3, 224, 224))
+        classes = [str(i) for i in range(mcfg.get("num_classes") or 1000)]
         shape = size if isinstance(size, tuple) else (c, side or h, side or w)
         in_chans = shape[0]
+    num_classes = len(classes)
 
-    # -- model, task, optimiser: as engine.loop.fit builds them
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans, **model_args).to(dev)
+    # -- model, task, optimiser and the loop's own training step, as engine.loop.fit builds them
+    task_obj = create_task(task, classes, mcfg, label_smoothing=0.1)
+    net = create_model(model, in_chans=in_chans, **task_obj.model_kwargs(shape[1]), **model_args).to(dev)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     fwd = torch.compile(net) if compile else net
-    multi_label = bool(getattr(net, "default_cfg", {}).get("multi_label", False))
-    task_obj = create_task(task, num_classes=num_classes, label_smoothing=0.1, multi_label=multi_label)
     lr = 1e-3  # speed does not depend on it; small, so random data cannot drive the weights to inf
     opt = build_optimizer(optimizer, net, lr, 5e-4)
-    scaler = grad_scaler(dev, amp_dtype)
     mean, std = (norm_stats("dataset", bundle.mean, bundle.std, in_chans) if bundle is not None
                  else ((0.5,) * in_chans, (0.25,) * in_chans))
     prep = Preprocess(mean, std, dev, channels_last)
-    augment_mod = BatchAugment(aug_cfg, num_classes).to(dev)
-    step = _Step(net, fwd, task_obj, opt, scaler, prep, augment_mod, epoch_generator(seed + 1, 0, dev), dev,
-                 amp_dtype, lr)
+    augment_mod = task_obj.batch_augment(aug_cfg).to(dev)
+    train_step = TrainStep(net, fwd, task_obj, opt, grad_scaler(dev, amp_dtype), dev, amp_dtype)
+    step = _Step(train_step, prep, augment_mod, epoch_generator(seed + 1, 0, dev), lr)
     amp_name = str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "fp32"
 
     res = dict(model=model, task=task, batch_size=batch_size, input_size=list(shape), num_classes=num_classes,
@@ -436,7 +336,7 @@ def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 
 
     # -- FLOPs per image and the machine's GEMM peak in the run's dtype
     log("counting FLOPs ...")
-    macs = _macs(model, num_classes, in_chans, model_args, shape, net)
+    macs = _macs(model, task_obj.model_kwargs(shape[1]), in_chans, model_args, shape, net)
     flops = dict(forward_macs=macs["train"], forward_flops=2 * macs["train"], train_flops=6 * macs["train"],
                  infer_flops=2 * macs["eval"], rule=FLOP_RULE)
     res["flops"] = flops
@@ -452,7 +352,7 @@ def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 
     # -- sources of batches: a fixed synthetic batch, and the real data through the loop's loader
     gx = torch.Generator(device="cpu").manual_seed(seed)
     syn_u8 = torch.randint(0, 256, (2 * batch_size, *shape), generator=gx, dtype=torch.uint8)
-    syn_t = torch.randint(0, num_classes, (2 * batch_size,), generator=gx)
+    syn_t = task_obj.synthetic_targets(2 * batch_size, shape[1:], gx)
     syn_x, syn_y = prep(syn_u8[:batch_size].to(dev)), syn_t[:batch_size].to(dev)
     sources = {SYNTHETIC: None}
     if bundle is not None:
@@ -483,10 +383,10 @@ def run_bench(model: str = "fastnet", task: str = "classify", batch_size: int = 
         label = bundle.name if kind == "real" else kind
         log(f"timing inference on {label} data ...")
         if loader is None:
-            sec = _time_infer(fwd, net, lambda: syn_x, steps, warmup, dev, amp_dtype)
+            sec = _time_infer(task_obj, fwd, net, lambda: syn_x, steps, warmup, dev, amp_dtype)
         else:
             batches = _forever(loader)  # the order does not matter here
-            sec = _time_infer(fwd, net, lambda: prep(next(batches)[0]), steps, warmup, dev, amp_dtype)
+            sec = _time_infer(task_obj, fwd, net, lambda: prep(next(batches)[0]), steps, warmup, dev, amp_dtype)
         res["infer"][kind] = figures(sec, flops["infer_flops"])
     main = res["train"].get("real", res["train"][SYNTHETIC])
     res["peak_fraction"] = main["peak_fraction"]

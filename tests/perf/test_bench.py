@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import cnnkit
 from cnnkit.cli import app
-from cnnkit.engine import bench as B
+from cnnkit.perf import bench as B
 from cnnkit.registry import CnnkitError
 
 TINY = dict(input_size=16, batch_size=16, steps=3, warmup=1, peak_budget_s=0.1)

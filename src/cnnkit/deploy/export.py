@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from ..registry import CnnkitError, suggest
-from .inference import load_checkpoint_model
-from .precision import resolve_device
+from ..utils import atomic_write_text, class_names
+from ..engine.inference import load_checkpoint_model, task_from_meta
+from ..engine.precision import resolve_device
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("auto", "legacy", "dynamo")
@@ -88,19 +89,22 @@ def require_onnx():
     return onnx, onnxruntime
 
 
-def export_metadata(meta: dict, folder: Path, fmt: str, batch: int, dynamic: bool) -> dict:
+def export_metadata(meta: dict, folder: Path, fmt: str, batch: int, dynamic: bool, spec=None) -> dict:
     """The checkpoint's meta.json reduced to what a deployment needs, plus how the file was made."""
     from .. import __version__
 
     c, h, w = (int(v) for v in meta["input_size"])
-    multi = bool(meta.get("multi_label", False))
+    multi = bool(meta.get("multi_label", False)) or meta.get("task") == "multilabel"
+    outputs = list(spec.output_names) if spec is not None else [OUTPUT]
+    output = (f"logits (N, {meta['num_classes']}) before {'sigmoid' if multi else 'softmax'}"
+              if outputs == [OUTPUT] else "; ".join(spec.notes) or ", ".join(outputs))
     return dict(
         format="cnnkit-export/1", export_format=fmt, model=meta["model"], model_args=meta.get("model_args", {}),
         task=meta.get("task", "classify"), num_classes=int(meta["num_classes"]),
-        classes=meta.get("classes") or [str(i) for i in range(int(meta["num_classes"]))], multi_label=multi,
+        classes=class_names(meta), multi_label=multi, outputs=outputs,
         input_name=INPUT, input_size=[c, h, w], input_dtype="float32", input_layout="NCHW", input_range=[0.0, 1.0],
         mean=[float(v) for v in meta["mean"]], std=[float(v) for v in meta["std"]], normalized_inside=True,
-        output_name=OUTPUT, output=f"logits (N, {meta['num_classes']}) before {'sigmoid' if multi else 'softmax'}",
+        output_name=outputs[0], output=output,
         batch="dynamic" if dynamic else batch,
         cnnkit_version=__version__, torch_version=torch.__version__,
         source=str(folder), epoch=meta.get("epoch"), metrics=meta.get("metrics", {}),
@@ -145,21 +149,23 @@ def _first_line(e: BaseException) -> str:
 # That one is the fallback when the first raises (a future torch without it), or the choice
 # with `exporter="dynamo"`.
 
-def _onnx_legacy(module: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int | None) -> None:
-    kwargs = dict(input_names=[INPUT], output_names=[OUTPUT], opset_version=opset or DEFAULT_OPSET,
+def _onnx_legacy(module: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int | None,
+                 outputs: list[str]) -> None:
+    kwargs = dict(input_names=[INPUT], output_names=list(outputs), opset_version=opset or DEFAULT_OPSET,
                   do_constant_folding=True)
     if dynamic:
-        kwargs["dynamic_axes"] = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
+        kwargs["dynamic_axes"] = {INPUT: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5; 2.4 is TorchScript-only
         kwargs["dynamo"] = False
     torch.onnx.export(module, (example,), str(path), **kwargs)
 
 
-def _onnx_dynamo(module: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int | None) -> None:
+def _onnx_dynamo(module: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int | None,
+                 outputs: list[str]) -> None:
     params = inspect.signature(torch.onnx.export).parameters
     if "dynamo" not in params:
         raise RuntimeError(f"torch {torch.__version__} has no torch.export-based ONNX exporter (torch >= 2.5 has)")
-    kwargs = dict(input_names=[INPUT], output_names=[OUTPUT], dynamo=True, external_data=False, report=False,
+    kwargs = dict(input_names=[INPUT], output_names=list(outputs), dynamo=True, external_data=False, report=False,
                   verbose=False)
     if opset:
         kwargs["opset_version"] = opset
@@ -175,7 +181,8 @@ def _write_onnx(module, example, path: Path, dynamic: bool, opset: int | None, e
     for kind in (("legacy", "dynamo") if exporter == "auto" else (exporter,)):
         try:
             with _quiet():
-                (_onnx_legacy if kind == "legacy" else _onnx_dynamo)(module, example, path, dynamic, opset)
+                (_onnx_legacy if kind == "legacy" else _onnx_dynamo)(module, example, path, dynamic, opset,
+                                                                     meta["outputs"])
             break
         except Exception as e:  # the exporters raise many types; each becomes one line of the report
             errors.append(f"{kind} exporter: {_first_line(e)}")
@@ -191,7 +198,7 @@ def _write_onnx(module, example, path: Path, dynamic: bool, opset: int | None, e
         prop.key, prop.value = key, json.dumps(value)
     c, h, w = meta["input_size"]
     proto.doc_string = (f"cnnkit {meta['model']}: {INPUT} float32 (N, {c}, {h}, {w}) in [0, 1], normalized inside "
-                        f"-> {OUTPUT} (N, {meta['num_classes']}); metadata_props hold classes, mean/std, versions")
+                        f"-> {meta['output']}; metadata_props hold classes, mean/std, versions")
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return added
@@ -206,20 +213,43 @@ def _write_torchscript(module, example, path: Path, meta: dict) -> None:
         torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
 
 
-def load_runner(fmt: str, path: Path, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Load an exported file with its serving runtime: images (B, C, H, W) in [0, 1] -> logits on the CPU."""
+def load_runner(fmt: str, path: Path, device: torch.device, outputs: list[str] | None = None) -> Callable:
+    """Load an exported file with its serving runtime: images (B, C, H, W) in [0, 1] -> its output on the CPU
+    (one tensor, or a tuple when the file has several `outputs`)."""
+    outputs = list(outputs or [OUTPUT])
     if fmt == "onnx":
         _, ort = require_onnx()
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: torch.from_numpy(session.run([OUTPUT], {INPUT: x.cpu().numpy()})[0])
+
+        def run_onnx(x):
+            got = tuple(torch.from_numpy(a) for a in session.run(outputs, {INPUT: x.cpu().numpy()}))
+            return got if len(got) > 1 else got[0]
+
+        return run_onnx
     with _quiet():
         module = torch.jit.load(str(path), map_location=device)
 
     def run(x):
         with torch.no_grad():
-            return module(x.to(device)).cpu()
+            out = module(x.to(device))
+            return tuple(o.cpu() for o in out) if isinstance(out, (tuple, list)) else out.cpu()
 
     return run
+
+
+def _tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _max_diff(got, ref) -> float:
+    """The largest |difference| over every output; inf when shapes differ or a value is NaN."""
+    diffs = []
+    for g, r in zip(_tuple(got), _tuple(ref)):
+        if g.shape != r.shape:
+            return float("inf")
+        d = (g.float() - r.float()).abs().max().item() if g.numel() else 0.0
+        diffs.append(d if d == d else float("inf"))
+    return max(diffs) if diffs else 0.0
 
 
 def _json_or_text(value: str):
@@ -344,8 +374,10 @@ def export_checkpoint(path: str | Path, format: str = "onnx", output: str | Path
         if key not in meta:
             raise CnnkitError(f"{folder / 'meta.json'} lacks {key!r}; the export needs the run's preprocessing")
     batch = batch or (2 if dynamic else 1)
-    module = NormalizedModel(model.float(), meta["mean"], meta["std"]).to(dev).eval()
-    info = export_metadata(meta, folder, format, batch, dynamic)
+    spec = task_from_meta(meta, getattr(model, "default_cfg", None)).export_spec(model.float(), meta["mean"],
+                                                                                meta["std"])
+    module = spec.module.to(dev).eval()
+    info = export_metadata(meta, folder, format, batch, dynamic, spec)
 
     filename = re.sub(r"[^\w.-]", "_", meta["model"]) + SUFFIX[format]  # tv:resnet18 -> tv_resnet18.onnx
     if output is None:
@@ -358,32 +390,36 @@ def export_checkpoint(path: str | Path, format: str = "onnx", output: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     sidecar = out.with_name(out.name + ".json")
     tmp = out.with_name(f".{out.name}.partial{out.suffix}")
-    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.partial")
 
     try:
         with torch.no_grad(), _strict_fp32():
             # eager references first; the first random batch (of `batch` images) is also what is traced
             inputs = _check_inputs(meta, batch, dynamic)
             refs = [module(x.to(dev)) for _, x in inputs]
-            if not isinstance(refs[0], torch.Tensor) or tuple(refs[0].shape) != (batch, info["num_classes"]):
+            single = info["outputs"] == [OUTPUT]
+            if single and (not isinstance(refs[0], torch.Tensor) or tuple(refs[0].shape) != (batch, info["num_classes"])):
                 shape = tuple(getattr(refs[0], "shape", ()))
                 raise CnnkitError(f"{meta['model']} in eval mode returns {type(refs[0]).__name__} {shape}, "
                                   f"not logits ({batch}, {info['num_classes']})")
-            refs = [r.float().cpu() for r in refs]
+            refs = [tuple(o.float().cpu() for o in _tuple(r)) for r in refs]
+            refs = [r[0] if len(r) == 1 else r for r in refs]
             example = inputs[0][1].to(dev)
             if format == "onnx":
                 info.update(_write_onnx(module, example, tmp, dynamic, opset, exporter, info))
             else:
                 info["exporter"] = "torch.jit.trace"
                 _write_torchscript(module, example, tmp, info)
-            runner = load_runner(format, tmp, dev)
+            runner = load_runner(format, tmp, dev, info["outputs"]) if not single else load_runner(format, tmp, dev)
+            compare = spec.compare or _max_diff
             checks, outs = [], []
             for (label, x), ref in zip(inputs, refs):
-                got = runner(x).float()
-                if got.shape != ref.shape:
-                    raise CnnkitError(f"the exported {format} model returns {tuple(got.shape)} instead of "
-                                      f"{tuple(ref.shape)} on {label} (batch {len(x)}); nothing was written to {out}")
-                diff = (got - ref).abs().max().item()
+                got = runner(x)
+                got = tuple(g.float() for g in got) if isinstance(got, tuple) else got.float()
+                shapes = [tuple(g.shape) for g in _tuple(got)], [tuple(r.shape) for r in _tuple(ref)]
+                if shapes[0] != shapes[1] and spec.compare is None:
+                    raise CnnkitError(f"the exported {format} model returns {shapes[0]} instead of "
+                                      f"{shapes[1]} on {label} (batch {len(x)}); nothing was written to {out}")
+                diff = compare(got, ref)
                 checks.append(dict(input=label, batch=len(x), max_abs_diff=diff if diff == diff else float("inf")))
                 outs.append(got)
             # all inputs first, then judge the worst: the suggested --tolerance then covers every input
@@ -393,19 +429,16 @@ def export_checkpoint(path: str | Path, format: str = "onnx", output: str | Path
                 label, x = inputs[worst]
                 raise CnnkitError(f"the exported {format} model disagrees with PyTorch on {label} (batch {len(x)}): "
                                   f"max |difference| {diff:.3g} > {tolerance:g}"
-                                  f"{_diagnose(module, x, refs[worst], outs[worst])}; nothing was written to {out}")
+                                  f"{_diagnose(module, x, refs[worst], outs[worst]) if single else ''}; "
+                                  f"nothing was written to {out}")
         max_diff = max(ch["max_abs_diff"] for ch in checks)
         side = dict(info, check=dict(max_abs_diff=max_diff, tolerance=tolerance, inputs=checks,
                                      runtime="onnxruntime (CPU)" if format == "onnx" else f"torch.jit.load ({dev})"))
-        with open(tmp_sidecar, "w") as f:
-            json.dump(side, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
         _fsync(tmp)
-        os.replace(tmp_sidecar, sidecar)
+        atomic_write_text(sidecar, json.dumps(side, indent=2))
         os.replace(tmp, out)  # last: the exported file appears only once checked
     finally:
-        for p in (tmp, tmp_sidecar, tmp.with_name(tmp.name + ".data")):
+        for p in (tmp, tmp.with_name(tmp.name + ".data")):
             p.unlink(missing_ok=True)
     return ExportResult(path=out, sidecar=sidecar, format=format, metadata=info, checks=checks, max_abs_diff=max_diff,
                         tolerance=tolerance, seconds=time.perf_counter() - t0)

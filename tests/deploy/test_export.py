@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import cnnkit.api as api
 from cnnkit.cli import app
 from cnnkit.data.loader import Preprocess
-from cnnkit.engine import export as ex
+from cnnkit.deploy import export as ex
 from cnnkit.engine.checkpoint import save_checkpoint
 from cnnkit.models import create_model
 from cnnkit.registry import CnnkitError
