@@ -18,7 +18,7 @@ def _stage_rf(rf: dict, module: str):
     return rf[rows[-1]] if rows else None
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task="classify") + list_models(task="multilabel"))
 def test_analytic_rf_matches_gradient(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=7, in_chans=1).eval()

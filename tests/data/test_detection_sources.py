@@ -299,3 +299,25 @@ def test_voc_bad_input(tmp_path):
     (root / "ImageSets" / "Main" / "empty.txt").write_text("\n")
     with pytest.raises(CnnkitError, match="empty.txt lists no images"):
         read_voc(root, "empty")
+
+
+def test_exif_rotation_and_many_files(tmp_path):
+    # stored 60 wide x 30 high, EXIF orientation 6: shown (and annotated) 30 wide x 60 high
+    a = np.full((30, 60, 3), 255, dtype=np.uint8)
+    img = Image.fromarray(a)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    f = tmp_path / "phone.jpg"
+    img.save(f, exif=exif)
+    pool = DetectionPool(["a"], [str(f)], [dict(boxes=[[0, 30, 30, 60]], labels=[0])])
+    x, t, _ = load_detection_images(pool, 60, 3)
+    assert torch.equal(t.boxes, torch.tensor([[15.0, 30, 45, 60]]))
+    assert (x[0, :, :, :15] == PAD_VALUE).all() and (x[0, :, :, 15:45] > 200).all()
+    # enough files for the thread pool; order is kept
+    files = [str(write_image(tmp_path / f"m{i}.png", 16, 8, rect=(i % 16, 0, i % 16 + 1, 8))) for i in range(70)]
+    anns = [dict(boxes=[[i % 16, 0, i % 16 + 1, 8]], labels=[0]) for i in range(70)]
+    xs, ts, report = load_detection_images(DetectionPool(["a"], files, anns), 16, 1)
+    assert report["images"] == 70 and ts.counts().eq(1).all()
+    assert torch.equal(ts.boxes[:, 0], torch.tensor([float(i % 16) for i in range(70)]))
+    dark = xs[:, 0, 8].float().argmin(1)  # the dark column of each image, in its middle row
+    assert torch.equal(dark, torch.tensor([i % 16 for i in range(70)]))

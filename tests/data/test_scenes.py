@@ -115,7 +115,7 @@ def test_object_counts_sizes_and_errors():
     big, tb = make_scene_batch(3, size=96)
     assert big.shape == (3, 3, 96, 96) and tb.masks.shape[1:] == (96, 96)
     for bad in (dict(num_objects=(0, 2)), dict(num_objects=(3, 2)), dict(channels=2), dict(size=4),
-                dict(rotation=200)):
+                dict(rotation=200), dict(num_objects=(1, 500))):
         with pytest.raises(CnnkitError):
             make_scene_batch(2, **bad)
 

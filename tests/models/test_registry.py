@@ -12,7 +12,8 @@ import torch
 
 from cnnkit.models import MODELS, create_model, list_models
 
-ALL = list_models()
+# the classification families; detectors have their own registry-driven tests (tests/models/test_detectors.py)
+ALL = list_models(task="classify") + list_models(task="multilabel")
 
 
 def _input_side(model) -> int:

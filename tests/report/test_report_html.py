@@ -98,9 +98,9 @@ def test_missing_parts_leave_a_note_not_a_crash(run, tmp_path, monkeypatch):
     shutil.copytree(run, part)
     shutil.rmtree(part / "best")             # only last/ left, as in a run stopped early
     (part / "metrics.csv").unlink()
-    import cnnkit.report.html as report_html
+    import cnnkit.report.classify as report_classify
 
-    monkeypatch.setattr(report_html, "MAX_LABELLED_CLASSES", 4)  # 8 classes: the many-class picture
+    monkeypatch.setattr(report_classify, "MAX_LABELLED_CLASSES", 4)  # 8 classes: the many-class picture
     text = write_report(part, max_images=2, **quiet).read_text()
     assert "no epoch finished" in _section(text, "training")
     confusion = _section(text, "confusion")

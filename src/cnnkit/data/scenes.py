@@ -27,9 +27,11 @@ when the distance at its centre is <= 0, as in `shapes`):
     keypoints  (K, NUM_KEYPOINTS, 3) as in `shapes.Scene`: x, y, visibility 2 seen / 1 hidden by
                a later shape (exact point-in-shape test) / 0 padding
 
-Speed (`python benchmarks/scenes.py`, 64 px, 3 channels, 1-4 objects, one thread): 4,500-6,200
-scenes/s (median of 5 runs of 4,096 scenes) on the 2-core AMD EPYC here, torch 2.14,
-measured while other jobs were running (1-minute load average 2-3 on 2 cores).
+Speed (`python benchmarks/scenes.py`: 64 px, 3 channels, 1-4 objects, 2.46 per scene, one
+thread, median of 5 runs of 4,096 scenes): 2,890 scenes/s (runs 2,670-3,000) on the 2-core AMD
+EPYC here, torch 2.14, measured while other jobs were running (1-minute load average 4 on the 2
+cores); 3,050 at load 1.2; 3,190 with 1 channel. Time goes to the polygon distances (~20 %),
+the pixel noise (~12 %) and the window gathers and scatters.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
+from ..registry import CnnkitError
 from .shapes import (MIN_CONTRAST, MIN_DIAMETER, NUM_KEYPOINTS, ROTATION, SCENE_SCALE,  # noqa: F401
                      SHAPE_CLASSES, _check, _object_range, _one_thread, _sample_background,
                      _sample_objects)
@@ -53,6 +56,7 @@ OBJ_CONTRAST = 0.2  # luminance gap between touching shapes
 _STREAM = 6
 _N_BG, _N_OBJ = 22, 12
 _TRIES = 8
+_MAX_OBJECTS = 100  # the pixel-owner map is int8
 _CHUNK_PIXELS = 2**19  # images per pass x pixels per image: keeps the work maps in cache
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -145,6 +149,8 @@ def make_scene_batch(n: int, seed: int = 0, size: int = 64, channels: int = 3, o
     """
     _check(n, size, channels, offset, rotation)
     lo, hi = _object_range(num_objects)
+    if hi > _MAX_OBJECTS:
+        raise CnnkitError(f"scenes: at most {_MAX_OBJECTS} objects per image, got num_objects={num_objects!r}")
     index = np.arange(offset, offset + n, dtype=np.int64)
     images = torch.empty(n, channels, size, size, dtype=torch.uint8)
     chunk = max(1, _CHUNK_PIXELS // (size * size))

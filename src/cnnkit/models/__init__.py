@@ -22,10 +22,16 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style pattern, sorted."""
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted; with `task`, only the models whose
+    default_cfg names that task ("classify" for those that name none)."""
     _load_all()
-    return MODELS.list(pattern)
+    names = MODELS.list(pattern)
+    if task is not None:
+        from ..tasks import task_of
+
+        names = [n for n in names if task_of(n) == task]
+    return names
 
 
 def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None,

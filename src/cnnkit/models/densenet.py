@@ -141,7 +141,7 @@ def chexnet(num_classes: int = 14, in_chans: int = 3, **kwargs):
     (mean/std ImageNet) or pass in_chans=1.
     """
     extra = dict(paper="Rajpurkar et al., CheXNet: Radiologist-Level Pneumonia Detection on Chest X-Rays with "
-                       "Deep Learning, 2017", multi_label=True, label_names=CHESTXRAY14_LABELS,
+                       "Deep Learning, 2017", multi_label=True, task="multilabel", label_names=CHESTXRAY14_LABELS,
                  loss="bce_with_logits",
                  notes="DenseNet-121; the head outputs logits, sigmoid is applied by the loss / at prediction")
     if num_classes != len(CHESTXRAY14_LABELS):

@@ -323,7 +323,7 @@ def _rcnn(name: str, body: str, masks: bool, preset: dict, num_classes: int, in_
     cfg = make_cfg((3,) + image_size, IMAGENET_MEAN, IMAGENET_STD,
                    first_conv=first_conv_name(trunk, "net.backbone.body."),
                    classifier="net.roi_heads.box_predictor.cls_score", paper=PAPERS["mask" if masks else "faster"],
-                   task="detect", background=True, export=False, backbone=bname, reductions=reductions,
+                   task="detect", background=True, export=False, masks=masks, backbone=bname, reductions=reductions,
                    anchor_sizes=tuple(int(s) for s in sizes), fpn_channels=ch, frozen_bn=o["frozen_bn"],
                    notes="torchvision's FasterRCNN / MaskRCNN on a cnnkit body; input normalised by cnnkit "
                          "and never resized (the framework's transform: mean 0, std 1, no resize)")
@@ -333,16 +333,17 @@ def _rcnn(name: str, body: str, masks: bool, preset: dict, num_classes: int, in_
 
 
 _OPTIONS = """
-    Keyword options: image_size (int or (h, w): the size the model is meant for; sets nothing but the
+    Keyword options: image_size (int or (h, w): the size the model is meant for; sets only the
     default_cfg, since the input is never resized), backbone (any cnnkit model name, or a built
     model with feature_info, in place of the default body; its stride-8/16/32 stages unless
     `reductions` is given), backbone_args (dict for that model), reductions (body strides fed to
-    the FPN), frozen_bn (BatchNorm2d -> FrozenBatchNorm2d in the body), trainable_layers (body stages
-    left trainable, from the last; None: all; default 3 with frozen_bn, else all), anchor_sizes (one per FPN level, the pool level
-    last; default anchor_scale x each level's stride), anchor_scale (8 for the ResNet-50 models:
-    32-512 px as torchvision's; 2 for the small ones), aspect_ratios, fpn_channels, box_hidden (the box
-    head's FC width), mask_layers (Mask R-CNN's conv widths), score_thresh (0.001), nms_thresh
-    (0.5), detections_per_img (100), and torchvision's rpn_* / box_* sampling and NMS counts.
+    the FPN), frozen_bn (BatchNorm2d -> FrozenBatchNorm2d in the body), trainable_layers (body
+    stages left trainable, from the last; None: all; default 3 with frozen_bn, else all),
+    anchor_sizes (one per FPN level, the pool level last; default anchor_scale x each level's
+    stride), anchor_scale (8 for the ResNet-50 models: 32-512 px as torchvision's; 2 for the small
+    ones), aspect_ratios, fpn_channels, box_hidden (the box head's FC width), mask_layers (Mask
+    R-CNN's conv widths), score_thresh (0.001), nms_thresh (0.5), detections_per_img (100), and
+    torchvision's rpn_* / box_* sampling and NMS counts.
     The input is not resized and not normalised again: the framework's transform has mean 0, std 1
     and min_size = max_size = the image size (cnnkit normalises with default_cfg's mean / std)."""
 

@@ -187,7 +187,8 @@ def mobilenet_v3_large_rows(reduced_tail: bool = True) -> tuple:
         (5, 72, 40, True, "RE", 2), (5, 120, 40, True, "RE", 1), (5, 120, 40, True, "RE", 1),
         (3, 240, 80, False, "HS", 2), (3, 200, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1),
         (3, 184, 80, False, "HS", 1), (3, 480, 112, True, "HS", 1), (3, 672, 112, True, "HS", 1),
-        (5, 672, 160 // d, True, "HS", 2), (5, 960 // d, 160 // d, True, "HS", 1), (5, 960 // d, 160 // d, True, "HS", 1),
+        (5, 672, 160 // d, True, "HS", 2), (5, 960 // d, 160 // d, True, "HS", 1),
+        (5, 960 // d, 160 // d, True, "HS", 1),
     )
 
 
@@ -375,7 +376,7 @@ def _ssd(name: str, kind: str, num_classes: int, in_chans: int, image_size, back
     exact = backbone is None and hw == tv_size and tv_default is not None and (reduced_tail or not lite)
     bname = backbone if isinstance(backbone, str) else (None if backbone is None else type(backbone).__name__)
     cfg = make_cfg((3,) + hw, mean, std, first_conv=first, classifier="net.head.classification_head",
-                   paper=PAPERS[kind], task="detect", background=True, export=True, backbone=bname,
+                   paper=PAPERS[kind], task="detect", background=True, export=True, masks=False, backbone=bname,
                    scales=tuple(anchors.scales), aspect_ratios=tuple(tuple(r) for r in anchors.aspect_ratios),
                    notes="torchvision's SSD on a cnnkit body; input normalised by cnnkit and never resized "
                          "(the framework's transform: mean 0, std 1, no resize)")
