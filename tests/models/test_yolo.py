@@ -11,6 +11,18 @@ from cnnkit.models.detect.yolo import (TaskAlignedAssigner, dfl_decode, dfl_loss
 from models._zoo_helpers import n_params
 
 K = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads per process contend and run up to ~10x
+    slower, and these small 64 px batches gain little from a second one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TARGETS = [dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long)),
            dict(boxes=torch.tensor([[5.0, 6.0, 30.0, 25.0], [30.0, 30.0, 60.0, 58.0]]), labels=torch.tensor([1, 7]))]
 LOSS_KEYS = {"yolo_n": {"box", "cls", "dfl"}, "yolov1": {"coord", "obj", "noobj", "cls"}}
@@ -196,6 +208,7 @@ def _rectangles(n: int, seed: int = 0):
 
 
 def test_yolo_n_overfits_four_images():
+    """~5 s on one free core: 120 AdamW steps on 4 images of 9 rectangles; every object is then found."""
     torch.manual_seed(0)
     x, targets = _rectangles(4)
     model = create_model("yolo_n", num_classes=K)
@@ -208,10 +221,17 @@ def test_yolo_n_overfits_four_images():
     model.eval()
     with torch.no_grad():
         out = model(x)
-    found = total = 0
+    found = confident = total = false_pos = 0
     for det, t in zip(out, targets):
         for box, label in zip(t["boxes"], t["labels"]):
             total += 1
-            same = (det["labels"] == label) & (det["scores"] > 0.25)
-            found += bool(same.any() and box_iou(box[None], det["boxes"][same]).max() > 0.5)
-    assert total >= 8 and found == total, f"{found} of {total} objects found"
+            same = det["labels"] == label
+            iou = box_iou(box[None], det["boxes"])[0]
+            found += bool((same & (iou > 0.5)).any())
+            confident += bool((same & (iou > 0.5) & (det["scores"] > 0.25)).any())
+        for box, label, score in zip(det["boxes"], det["labels"], det["scores"]):
+            hit = (t["labels"] == label) & (box_iou(box[None], t["boxes"])[0] > 0.5)
+            false_pos += bool(score > 0.5 and not hit.any())
+    assert total == 9 and found == total, f"{found} of {total} objects found"
+    assert confident >= 0.9 * total, f"only {confident} of {total} objects found with a score > 0.25"
+    assert false_pos <= 1, f"{false_pos} confident detections match no object"

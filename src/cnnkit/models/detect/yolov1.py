@@ -67,6 +67,32 @@ def small_darknet(in_chans: int = 3, act_layer: ActLayer = "leaky_relu", norm_la
     ))
 
 
+def adaptive_pool_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n_out, n_in): row i averages inputs floor(i n_in / n_out) .. ceil((i + 1) n_in / n_out) - 1,
+    the windows of adaptive average pooling (for n_out > n_in too: then inputs repeat)."""
+    i = torch.arange(n_out, device=device)
+    start, end = (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
+    j = torch.arange(n_in, device=device)
+    m = ((j[None] >= start[:, None]) & (j[None] < end[:, None])).to(dtype)
+    return m / m.sum(1, keepdim=True)
+
+
+class GridPool(nn.Module):
+    """Adaptive average pooling to S x S written as two matrix products, P_h @ x @ P_w^T: the same numbers
+    as nn.AdaptiveAvgPool2d(S), and it exports to ONNX whatever the ratio of sizes (ONNX's pooling
+    needs S to divide the input)."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph = adaptive_pool_matrix(h, self.grid, x.device, x.dtype)  # (S, h)
+        pw = adaptive_pool_matrix(w, self.grid, x.device, x.dtype)  # (S, w)
+        return ph @ x @ pw.T  # (B, C, S, S)
+
+
 class YOLOv1(Detector):
     """S x S grid, B boxes per cell, C classes: see the module docstring. `grid` = S, `boxes_per_cell` = B."""
 
@@ -91,7 +117,7 @@ class YOLOv1(Detector):
             chs = self.backbone.channels[0]
         self.per_cell = boxes_per_cell * 5 + num_classes
         self.head = nn.Sequential(OrderedDict(
-            pool=nn.AdaptiveAvgPool2d(grid),  # (B, chs, S, S)
+            pool=GridPool(grid),  # (B, chs, S, S): adaptive average pooling
             reduce=ConvNormAct(chs, reduce_chs, 1, act_layer=act_layer, norm_layer=norm_layer),
             flatten=nn.Flatten(1),  # (B, reduce_chs * S * S)
             fc1=nn.Linear(reduce_chs * grid * grid, hidden),
