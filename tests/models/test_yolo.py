@@ -5,8 +5,9 @@ import torch
 from torchvision.ops import box_iou, complete_box_iou_loss
 
 from cnnkit.models import create_model
-from cnnkit.models.detect.yolo import (TaskAlignedAssigner, dfl_decode, dfl_loss, dist_to_box, box_to_dist,
+from cnnkit.models.detect.yolo import (TaskAlignedAssigner, box_to_dist, dfl_decode, dfl_loss, dist_to_box,
                                        make_anchors, pairwise_iou)
+from cnnkit.models.detect.yolov1 import GridPool
 
 from models._zoo_helpers import n_params
 
@@ -105,6 +106,21 @@ def test_yolo_sizes_and_param_counts():
     assert create_model("yolo_m").backbone.channels == [192, 384, 576]
 
 
+def test_head_initialisation():
+    """Class prior 0.01 everywhere; each side's bins start with mean ~2 (None: uniform, mean 7.5, as YOLOv8)."""
+    x = torch.randn(2, 3, 64, 64)
+    for box_prior, mean in ((2.0, 1.98), (None, 7.5)):
+        torch.manual_seed(0)
+        model = create_model("yolo_n", num_classes=K, box_prior=box_prior)
+        for conv in model.head.cls_preds:
+            assert torch.allclose(conv.bias.detach().sigmoid(), torch.full((K,), 0.01))
+        for conv in model.head.box_preds:
+            assert dfl_decode(conv.bias.detach().view(4, 16)).tolist() == pytest.approx([mean] * 4, abs=0.01)
+    with torch.no_grad():
+        _, scores = model.eval().forward_export(x)
+    assert scores.mean().item() == pytest.approx(0.01, rel=0.5)
+
+
 def test_anchor_points_and_distances():
     points, strides = make_anchors([(2, 2), (1, 1)], [8, 16])
     assert points.tolist() == [[4, 4], [12, 4], [4, 12], [12, 12], [8, 8]]
@@ -122,7 +138,8 @@ def test_dfl_decoding_and_loss():
     # the loss of target 2.7 is the cross-entropy around bins 2 and 3, smallest at that very distribution
     side = logits.expand(1, 4, 16)
     best = dfl_loss(side, torch.full((1, 4), 2.7))
-    assert best.item() == pytest.approx(-(0.3 * torch.tensor(0.3).log() + 0.7 * torch.tensor(0.7).log()).item(), abs=1e-5)
+    entropy = -(0.3 * torch.tensor(0.3).log() + 0.7 * torch.tensor(0.7).log())
+    assert best.item() == pytest.approx(entropy.item(), abs=1e-5)
     assert (dfl_loss(side, torch.full((1, 4), 2.2)) > best).all()
 
 
@@ -179,7 +196,14 @@ def test_yolov1_grid_targets():
     has, xyxy, reg, cls = model._grid_targets(t, 64, 64, "cpu")
     assert has.sum() == 2 and has[0, 0, 0] and has[0, 5, 5]  # centre (50, 50) * 7 / 64 -> cell 5
     assert cls[0, 0, 0] == 2 and torch.equal(xyxy[0, 0, 0], t[0]["boxes"][1])  # the larger object wins the cell
-    assert torch.allclose(reg[0, 5, 5], torch.tensor([50 * 7 / 64 - 5, 50 * 7 / 64 - 5, (20 / 64) ** 0.5, (20 / 64) ** 0.5]))
+    offset, root = 50 * 7 / 64 - 5, (20 / 64) ** 0.5  # centre offset inside the cell, sqrt of w / image width
+    assert torch.allclose(reg[0, 5, 5], torch.tensor([offset, offset, root, root]))
+
+
+def test_yolov1_grid_pool_is_adaptive_average_pooling():
+    for h, w, s in [(8, 8, 7), (2, 2, 7), (14, 14, 7), (3, 5, 4)]:  # shrinking, growing, exact, uneven
+        x = torch.randn(2, 3, h, w)
+        assert torch.allclose(GridPool(s)(x), torch.nn.AdaptiveAvgPool2d(s)(x), atol=1e-6)
 
 
 # ---------------------------------------------------------------- learning

@@ -34,7 +34,8 @@ class PAN(nn.Module):
         in_channels = list(in_channels)
         out_channels = list(out_channels or in_channels)
         if len(out_channels) != len(in_channels) or len(in_channels) < 2:
-            raise ValueError(f"PAN needs >= 2 levels and one output width per input, got {in_channels} -> {out_channels}")
+            raise ValueError(f"PAN needs >= 2 levels and one output width per input, "
+                             f"got {in_channels} -> {out_channels}")
         n = len(in_channels)
         kw = dict(act_layer=act_layer, norm_layer=norm_layer)
         self.up = nn.Upsample(scale_factor=2, mode=upsample)
@@ -47,8 +48,8 @@ class PAN(nn.Module):
         self.top_down = nn.ModuleList(td_blocks)  # top_down[i] makes t_i, i = 0 .. L-2
         # bottom-up: level i (>= 1) fuses the down-sampled output of level i-1 with t_i
         self.downs = nn.ModuleList(ConvNormAct(out_channels[i], out_channels[i], 3, 2, **kw) for i in range(n - 1))
-        self.bottom_up = nn.ModuleList(C2f(out_channels[i - 1] + td_chs[i], out_channels[i], depth, shortcut=False, **kw)
-                                       for i in range(1, n))
+        self.bottom_up = nn.ModuleList(C2f(out_channels[i - 1] + td_chs[i], out_channels[i], depth, shortcut=False,
+                                           **kw) for i in range(1, n))
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:

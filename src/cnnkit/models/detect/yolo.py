@@ -34,8 +34,11 @@ Departures from YOLOv8's training code (not its architecture): the assigner's me
 (v8 uses CIoU there), its top-k is taken among the anchor points inside the gt only (v8 masks after
 ranking all), and a point claimed by several gts picks among those that selected it; the losses are
 not multiplied by the batch size (v8 does, for its SGD learning rates); BatchNorm keeps PyTorch's
-defaults (v8: eps 1e-3, momentum 0.03); the class prior is 0.01 at every level (v8 lowers it by the
-number of cells per level, for 640 px images).
+defaults (v8: eps 1e-3, momentum 0.03). Head initialisation: the class prior is 0.01 at every level
+(v8 lowers it by the number of cells per level, for 640 px images), and each side's bins start from
+a prior p_i ~ r^i of mean ~2 bins, a box 4 strides wide (v8's bias 1 makes the bins uniform, a box
+15 strides wide: far larger than the objects of its level, so the first IoUs, and with them the
+soft class targets and the box weights, are ~0 and small images learn slowly).
 """
 from __future__ import annotations
 
@@ -236,7 +239,8 @@ class CSPDarknet(nn.Module):
         self.stem = ConvNormAct(in_chans, widths[0], 3, 2, **kw)  # (B, w0, H/2, W/2)
         self.stages = nn.Sequential()
         for i, n in enumerate(depths):
-            blocks = [ConvNormAct(widths[i], widths[i + 1], 3, 2, **kw), C2f(widths[i + 1], widths[i + 1], n, True, **kw)]
+            blocks = [ConvNormAct(widths[i], widths[i + 1], 3, 2, **kw),
+                      C2f(widths[i + 1], widths[i + 1], n, True, **kw)]
             if i == len(depths) - 1:
                 blocks.append(SPPF(widths[-1], widths[-1], 5, **kw))
             self.stages.append(nn.Sequential(*blocks))  # (B, w_{i+1}, H / 2^(i+2), W / 2^(i+2))
@@ -263,11 +267,13 @@ class DecoupledHead(nn.Module):
 
     Widths as YOLOv8: box c2 = max(16, C_P3 / 4, 4 * reg_max), class c3 = max(C_P3, min(K, 100)).
     Initialisation: class biases for a prior probability of `prior` (0.01: the BCE of the many
-    negatives starts small, as in RetinaNet), box biases 1 (all bins alike: a wide initial box).
+    negatives starts small, as in RetinaNet); box biases i * log r for bin i, r = m / (1 + m), a
+    geometric prior over the bins of mean ~m = `box_prior` (2) strides per side (None: YOLOv8's bias 1,
+    uniform bins).
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, reg_max: int = 16, prior: float = 0.01,
-                 box_prior: float = 2.0, act_layer: ActLayer = "silu", norm_layer: NormLayer = "batch"):
+                 box_prior: float | None = 2.0, act_layer: ActLayer = "silu", norm_layer: NormLayer = "batch"):
         super().__init__()
         kw = dict(act_layer=act_layer, norm_layer=norm_layer)
         c2 = max(16, in_channels[0] // 4, 4 * reg_max)
@@ -279,9 +285,11 @@ class DecoupledHead(nn.Module):
         self.box_preds = nn.ModuleList(nn.Conv2d(c2, 4 * reg_max, 1) for _ in in_channels)
         self.cls_preds = nn.ModuleList(nn.Conv2d(c3, num_classes, 1) for _ in in_channels)
         bins = torch.arange(reg_max, dtype=torch.float32)
-        for conv in self.box_preds:  # bin prior p_i ~ r^i, mean ~ box_prior bins
-            r = box_prior / (1 + box_prior)
-            conv.bias.data.copy_((bins * math.log(r)).repeat(4))
+        for conv in self.box_preds:  # bin prior p_i ~ r^i, mean ~ box_prior bins; None: uniform (v8's bias 1)
+            if box_prior is None:
+                nn.init.constant_(conv.bias, 1.0)
+            else:
+                conv.bias.data.copy_((bins * math.log(box_prior / (1 + box_prior))).repeat(4))
         for conv in self.cls_preds:
             nn.init.constant_(conv.bias, -math.log((1 - prior) / prior))
 
@@ -304,8 +312,8 @@ class YOLO(Detector):
                  max_channels: int = 1024, backbone: str | nn.Module | None = None, backbone_args: dict | None = None,
                  reg_max: int = 16, act_layer: ActLayer = "silu", norm_layer: NormLayer = "batch",
                  topk: int = 10, alpha: float = 0.5, beta: float = 6.0, box_gain: float = 7.5, cls_gain: float = 0.5,
-                 dfl_gain: float = 1.5, prior: float = 0.01, score_thresh: float = 0.001, nms_thresh: float = 0.6,
-                 detections_per_img: int = 100):
+                 dfl_gain: float = 1.5, prior: float = 0.01, box_prior: float | None = 2.0,
+                 score_thresh: float = 0.001, nms_thresh: float = 0.6, detections_per_img: int = 100):
         super().__init__()
         self.num_classes, self.reg_max = num_classes, reg_max
         self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
@@ -319,7 +327,7 @@ class YOLO(Detector):
         else:
             self.backbone = Backbone(backbone, STRIDES, in_chans=in_chans, **(backbone_args or {}))
         self.neck = PAN(self.backbone.channels, widths[-3:], neck_depth, **kw)
-        self.head = DecoupledHead(widths[-3:], num_classes, reg_max, prior, **kw)
+        self.head = DecoupledHead(widths[-3:], num_classes, reg_max, prior, box_prior, **kw)
         self.criterion = YoloLoss(reg_max, topk, alpha, beta, box_gain, cls_gain, dfl_gain)
 
     def _raw(self, images: torch.Tensor):
@@ -348,12 +356,14 @@ class YOLO(Detector):
 
 
 # ---------------------------------------------------------------- variants
-def _yolo(name: str, width: float, depth: float, max_channels: int, num_classes: int, in_chans: int, **kwargs) -> YOLO:
+def _yolo(name: str, width: float, depth: float, max_channels: int, num_classes: int, in_chans: int,
+          **kwargs) -> YOLO:
     model = YOLO(num_classes, in_chans, width, depth, max_channels, **kwargs)
     own = kwargs.get("backbone") is None
-    cfg = make_cfg((3, 64, 64), IMAGENET_MEAN, IMAGENET_STD, first_conv="backbone.stem.conv" if own else _first_conv(model.backbone.body),
-                   classifier="head.cls_preds", paper=PAPER, task="detect", background=False, export=True,
-                   width=width, depth=depth, max_channels=max_channels, strides=STRIDES, reg_max=model.reg_max,
+    first_conv = "backbone.stem.conv" if own else _first_conv(model.backbone.body)
+    cfg = make_cfg((3, 64, 64), IMAGENET_MEAN, IMAGENET_STD, first_conv=first_conv, classifier="head.cls_preds",
+                   paper=PAPER, task="detect", background=False, export=True, width=width, depth=depth,
+                   max_channels=max_channels, strides=STRIDES, reg_max=model.reg_max,
                    backbone=kwargs.get("backbone") if isinstance(kwargs.get("backbone"), str) else None)
     model.default_cfg = adapt_cfg(cfg, in_chans, num_classes, architecture=name)
     return model
@@ -368,17 +378,19 @@ def _first_conv(body: nn.Module) -> str:
 # width / depth multipliers and channel caps of YOLOv8's n / s / m (base widths 64-1024, depths 3-6-6-3)
 @register_model
 def yolo_n(num_classes: int = 80, in_chans: int = 3, image_size: int | None = None, **kwargs):
-    """YOLO-n (YOLOv8n-like, anchor-free, DFL + TAL): width 0.25, depth 0.33, 3.16 M parameters at 80 classes (3.01 M at 8)."""
+    """YOLO-n (YOLOv8n-like: anchor-free, DFL + TAL): width 0.25, depth 0.33; 3,157,184 parameters at 80
+    classes (v8n: 3,157,200 with its 16 fixed DFL weights), 3,012,392 at 8."""
     return _yolo("yolo_n", 0.25, 0.33, 1024, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def yolo_s(num_classes: int = 80, in_chans: int = 3, image_size: int | None = None, **kwargs):
-    """YOLO-s (YOLOv8s-like): width 0.50, depth 0.33, 11.17 M parameters at 80 classes."""
+    """YOLO-s (YOLOv8s-like): width 0.50, depth 0.33; 11,166,544 parameters at 80 classes, 11,138,680 at 8."""
     return _yolo("yolo_s", 0.50, 0.33, 1024, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def yolo_m(num_classes: int = 80, in_chans: int = 3, image_size: int | None = None, **kwargs):
-    """YOLO-m (YOLOv8m-like): width 0.75, depth 0.67, channels capped at 768, 25.9 M parameters at 80 classes."""
+    """YOLO-m (YOLOv8m-like): width 0.75, depth 0.67, widths capped at 768; 25,902,624 parameters at 80
+    classes, 25,860,936 at 8."""
     return _yolo("yolo_m", 0.75, 0.67, 768, num_classes, in_chans, **kwargs)

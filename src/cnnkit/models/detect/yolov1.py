@@ -1,4 +1,5 @@
-"""YOLO v1 (Redmon, Divvala, Girshick & Farhadi, "You Only Look Once: Unified, Real-Time Object Detection", CVPR 2016; arXiv 2015).
+"""YOLO v1 (Redmon, Divvala, Girshick & Farhadi, "You Only Look Once: Unified, Real-Time Object Detection",
+CVPR 2016; arXiv 2015).
 
 Detection as one regression: the image is divided into an S x S grid and the network outputs an
 S x S x (B * 5 + C) tensor. Each cell predicts B boxes (x, y: the centre's offset inside the cell;
@@ -22,9 +23,10 @@ Departures from the paper (it is kept for teaching, not to compete):
 - backbone: a small conv stack of its own (6 convs, stride 8, BatchNorm, leaky ReLU 0.1) instead of
   the paper's 24 conv layers pretrained on ImageNet at 224 px -- too big for a CPU; `backbone=` takes
   any cnnkit model (its last `feature_info` stage) instead;
-- the last feature map is average-pooled to S x S (adaptive pooling), so any input size works and S
-  does not depend on it (the paper's 448 px input gives 7 x 7 at stride 64), then a 1x1 conv narrows it
-  before the paper's two fully connected layers (4096 hidden there, `hidden` = 512 here);
+- the last feature map is average-pooled to S x S (adaptive pooling, `GridPool`), so any input size
+  works and S does not depend on it (the paper's 448 px input gives 7 x 7 at stride 64; the default
+  backbone gives 8 x 8 at 64 px), then a 1x1 conv narrows it before the paper's two fully connected
+  layers (4096 hidden there, `hidden` = 512 here); an exported model keeps the size it was exported at;
 - BatchNorm (from YOLOv2) so it trains from scratch;
 - bounded outputs instead of the paper's linear last layer: sigmoid for x, y, sqrt w, sqrt h and the
   confidence, softmax for the class probabilities, so scores are probabilities;
@@ -51,7 +53,8 @@ from .yolo import _first_conv, pairwise_iou
 PAPER = "Redmon et al., You Only Look Once: Unified, Real-Time Object Detection, CVPR 2016 (arXiv 2015)"
 
 
-def small_darknet(in_chans: int = 3, act_layer: ActLayer = "leaky_relu", norm_layer: NormLayer = "batch") -> nn.Sequential:
+def small_darknet(in_chans: int = 3, act_layer: ActLayer = "leaky_relu",
+                  norm_layer: NormLayer = "batch") -> nn.Sequential:
     """The default backbone: the paper's pattern (7x7/2 conv, max-pools, 3x3 convs with 1x1 reductions),
     6 convs, stride 8, 256 channels out."""
     kw = dict(act_layer=act_layer, norm_layer=norm_layer)
@@ -209,11 +212,13 @@ class YOLOv1(Detector):
 @register_model
 def yolov1(num_classes: int = 20, in_chans: int = 3, image_size: int | None = None, **kwargs):
     """YOLO v1 (2015, detection as regression): 7x7 grid, 2 boxes per cell, sum-squared loss; a small own
-    backbone (paper's 24 layers too big for a CPU), 2.79 M parameters at 20 classes (4.29 M at 80)."""
+    backbone (the paper's 24 layers are too big for a CPU); 2,790,366 parameters at 20 classes, 4,298,586 at 80,
+    2,488,722 at 8."""
     model = YOLOv1(num_classes, in_chans, **kwargs)
     own = kwargs.get("backbone") is None
-    cfg = make_cfg((3, 64, 64), IMAGENET_MEAN, IMAGENET_STD, first_conv="backbone.stem.conv" if own else _first_conv(model.backbone.body),
-                   classifier="head.fc2", paper=PAPER, task="detect", background=False, export=True,
+    first_conv = "backbone.stem.conv" if own else _first_conv(model.backbone.body)
+    cfg = make_cfg((3, 64, 64), IMAGENET_MEAN, IMAGENET_STD, first_conv=first_conv, classifier="head.fc2",
+                   paper=PAPER, task="detect", background=False, export=True,
                    grid=model.grid, boxes_per_cell=model.boxes_per_cell,
                    backbone=kwargs.get("backbone") if isinstance(kwargs.get("backbone"), str) else None)
     model.default_cfg = adapt_cfg(cfg, in_chans, num_classes, architecture="yolov1")
