@@ -38,7 +38,7 @@ def test_all_registered():
             m = create_model(name, num_classes=5)
         cfg = m.default_cfg
         assert cfg["task"] == "detect" and cfg["background"] is True and cfg["num_classes"] == 5
-        assert cfg["export"] is name.startswith("ssd")
+        assert cfg["export"] is name.startswith("ssdlite")  # ssd300_vgg16: see ssd.py (forward_export exists)
         assert m.num_classes == 5 and hasattr(m, "score_thresh") and hasattr(m, "nms_thresh")
         assert dict(m.named_modules())[cfg["first_conv"]].__class__.__name__ == "Conv2d"
 
@@ -207,3 +207,16 @@ def test_ssd_on_any_backbone(name, backbone):
     model.eval().detections_per_img = 4
     with torch.no_grad():
         check_predictions(model(x), 3, False, 4)
+
+
+def test_ssd_postprocess_is_deterministic_on_tied_scores():
+    """A saturated softmax gives many exact 1.0 scores: ties go to the earlier default box."""
+    model = create_model("ssdlite320_mobilenet_v3_large", num_classes=4, image_size=S)
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10.5], [40, 40, 50, 50]]])
+    scores = torch.full((1, 4, 3), 0.1)
+    scores[..., 1] = 1.0  # class 1: four tied candidates; box 2 overlaps box 0 (IoU 0.95)
+    model.score_thresh = 0.5
+    for perm in (torch.arange(4), torch.tensor([3, 2, 1, 0])):
+        (out,) = model.postprocess(boxes[:, perm], scores[:, perm])
+        expect = [b for b in perm.tolist() if b != (2 if perm[0] == 0 else 0)]  # the later of 0 / 2 is suppressed
+        assert torch.equal(out["boxes"], boxes[0, expect]) and out["labels"].tolist() == [1, 1, 1]
