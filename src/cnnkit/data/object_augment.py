@@ -102,8 +102,8 @@ class ObjectAugment(torch.nn.Module):
             flip = torch.rand(b, generator=g, device=dev) < c.hflip
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             f = flip[owner]
-            boxes = torch.where(f[:, None], torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1),
-                                boxes)
+            mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            boxes = torch.where(f[:, None], mirrored, boxes)
             if masks is not None:
                 masks = torch.where(f[:, None, None], masks.flip(-1), masks)
         if c.scale or c.translate:

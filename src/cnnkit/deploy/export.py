@@ -397,7 +397,8 @@ def export_checkpoint(path: str | Path, format: str = "onnx", output: str | Path
             inputs = _check_inputs(meta, batch, dynamic)
             refs = [module(x.to(dev)) for _, x in inputs]
             single = info["outputs"] == [OUTPUT]
-            if single and (not isinstance(refs[0], torch.Tensor) or tuple(refs[0].shape) != (batch, info["num_classes"])):
+            wrong = not isinstance(refs[0], torch.Tensor) or tuple(refs[0].shape) != (batch, info["num_classes"])
+            if single and wrong:
                 shape = tuple(getattr(refs[0], "shape", ()))
                 raise CnnkitError(f"{meta['model']} in eval mode returns {type(refs[0]).__name__} {shape}, "
                                   f"not logits ({batch}, {info['num_classes']})")

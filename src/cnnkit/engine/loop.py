@@ -54,7 +54,8 @@ class RunResult:
 def _meta(cfg: TrainConfig, task, bundle, mean, std, epoch: int, metrics: dict, env: dict) -> dict:
     shape = [bundle.in_chans, bundle.image_size, bundle.image_size]
     return dict(
-        format="cnnkit-checkpoint/1", model=cfg.model, model_args=cfg.model_args, model_kwargs=task.model_kwargs(bundle.image_size),
+        format="cnnkit-checkpoint/1", model=cfg.model, model_args=cfg.model_args,
+        model_kwargs=task.model_kwargs(bundle.image_size),
         num_classes=len(bundle.classes), in_chans=bundle.in_chans, classes=list(bundle.classes),
         input_size=shape, input_spec=dict(kind="image", shape=shape), mean=list(mean), std=list(std),
         tta=cfg.tta, channels_last=cfg.channels_last,  # how this run evaluated: `cnnkit eval` does the same

@@ -32,6 +32,18 @@ def _per_class_section(run) -> str:
         "thresholds 0.50, 0.55, ..., 0.95 (COCO)</p>")
 
 
+def _pr_section(run) -> str:
+    from .images import figure_png
+    from .plots import plot_pr_curves
+
+    pr = run.evaluation().get("pr50")
+    if not pr:
+        return page.note("no precision-recall arrays in this evaluation")
+    uri = data_uri(figure_png(plot_pr_curves, pr))
+    return page.figure(uri, "precision-recall curves", "per class at IoU 0.5 (COCO's 101 recall points, all "
+                       "areas, 100 detections per image); the area under each curve is the class's AP50")
+
+
 def _pairs(run, idx: list[int]) -> str:
     from .samples import images_at
 
@@ -80,6 +92,7 @@ def _worst_section(run) -> str:
 SECTIONS = (
     ("coco", "COCO evaluation", _evaluation_section),
     ("per-class-ap", "Per-class AP", _per_class_section),
+    ("pr-curves", "Precision-recall curves", _pr_section),
     ("predictions", "Predictions beside the ground truth", _predictions_section),
     ("worst", "Worst images", _worst_section),
 )

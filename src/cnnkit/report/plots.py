@@ -52,3 +52,21 @@ def plot_confusion(matrix, classes, path: Path, normalize: bool = True) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_pr_curves(curves: dict, path: Path) -> Path:
+    """Precision against recall per class: `curves` maps a class name to precision at 101 recall points."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    recall = np.linspace(0, 1, 101)
+    for name, prec in curves.items():
+        p = np.asarray(prec, dtype=float)
+        ax.plot(recall[: len(p)], p, label=f"{name} (AP50 {p.mean():.2f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall at IoU 0.5")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
