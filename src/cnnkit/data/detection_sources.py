@@ -132,13 +132,17 @@ def _check_segmentation(seg: Any) -> str | None:
 # COCO
 
 
-def _read_json(path: Path) -> Any:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CnnkitError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CnnkitError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _read_json(path: Path) -> Any:
+    text = _read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -222,12 +226,7 @@ def read_coco(json_path: str | os.PathLike, image_root: str | os.PathLike) -> De
 def _read_yaml(path: Path) -> Any:
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CnnkitError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CnnkitError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+    text = _read_text(path)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..registry import register_task
 from .base import Evaluator, MetricSpec
-from .classify import ClassificationTask, logits_of, tta_logits
+from .classify import ClassificationTask, logits_of
 
 AUROC_THRESHOLDS = 200
 
@@ -78,16 +78,8 @@ class MultiLabelTask(ClassificationTask):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits.float())
 
-    def batch_augment(self, spec):
-        from ..data.augment import BatchAugment, parse_augment
-
-        return BatchAugment(parse_augment(spec), self.num_classes)
-
     def train_step(self, model, x, y):
         return self.loss(model(x), y), {}
-
-    def forward_eval(self, model, x, tta: bool = False):
-        return tta_logits(model, x, tta)
 
     def evaluator(self, device) -> MultiLabelEvaluator:
         return MultiLabelEvaluator(self, device)
