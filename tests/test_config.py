@@ -6,7 +6,18 @@ from cnnkit.registry import CnnkitError
 
 def test_defaults_are_valid():
     cfg = resolve({})
-    assert cfg == TrainConfig().validate()
+    # resolving also states the task (from the model) and the monitor (from the task)
+    assert cfg == TrainConfig(task="classify", monitor="val_acc").validate()
+
+
+def test_the_task_and_its_recipe_come_from_the_model_under_the_users_choices():
+    det = resolve({"model": "yolo_n"})
+    assert det.task == "detect" and det.monitor == "val_map" and det.optimizer == "adamw"
+    assert resolve({"model": "yolo_n", "lr": 0.01, "monitor": "val_map50"}).lr == 0.01
+    assert resolve({"model": "chexnet"}).monitor == "val_auroc"
+    assert resolve({"model": "fastnet", "task": "multilabel"}).task == "multilabel"
+    with pytest.raises(CnnkitError, match="unknown task"):
+        resolve({"task": "detekt"})
 
 
 def test_precedence_defaults_recipe_file_options(tmp_path):

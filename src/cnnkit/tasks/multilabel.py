@@ -102,6 +102,11 @@ class MultiLabelTask(ClassificationTask):
         rows = [(c, f"{float(a):.3f}") for c, a in zip(self.classes, res["auroc_per_label"])]
         return dict(lines=[line], tables=[("per label", ("label", "AUROC"), rows)])
 
+    def log_pictures(self, logger, run, epoch: int, res: dict, log=print) -> None:
+        from ..engine.loggers import log_cam_samples
+
+        log_cam_samples(logger, run, epoch, log=log)  # no confusion matrix: labels are not exclusive
+
     def report_sections(self) -> tuple:
         from ..report import classify as sections
 
