@@ -378,7 +378,7 @@ def export_(
     console.print(f"max abs difference {res.max_abs_diff:.2e} <= {res.tolerance:g}: [bold green]ok[/]")
     console.print(f"wrote [bold]{res.path}[/] and {res.sidecar.name} in {res.seconds:.1f} s\n"
                   f"input '{m['input_name']}': float32 ({n}, {c}, {h}, {w}) in [0, 1], normalized inside; "
-                  f"output '{m['output_name']}': ({n}, {m['num_classes']}) logits")
+                  f"output {', '.join(repr(o) for o in m['outputs'])}: {m['output']}")
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ def _pairs(run, idx: list[int]) -> str:
     gts = split.targets[torch.tensor(idx)].per_image()
     cells = []
     for i, img, pred, gt in zip(idx, imgs, preds, gts):
-        truth = dict(boxes=gt["boxes"].tolist(), scores=[1.0] * len(gt["labels"]),
+        truth = dict(boxes=gt["boxes"].tolist(), scores=None,
                      label_ids=gt["labels"].tolist(), labels=[task.classes[k] for k in gt["labels"].tolist()])
         if "masks" in gt and task.masks:
             truth["masks"] = gt["masks"].bool()

@@ -145,7 +145,7 @@ class DetectionTask(Task):
     # what sits under the user's choices for a detection run (`config.task_defaults`); a model's own
     # default_cfg["recipe"] goes on top of these
     defaults = dict(optimizer="adamw", lr=2e-3, weight_decay=5e-4, schedule="cosine", warmup_epochs=1.0,
-                    epochs=30, batch_size=64, label_smoothing=0.0, tta=False, grad_clip=10.0,
+                    epochs=20, batch_size=64, label_smoothing=0.0, tta=False, grad_clip=10.0,
                     augment="hflip=0.5,scale=0.25,translate=0.1,color=0.2")
 
     def __init__(self, classes, model_cfg: dict | None = None, **options):
@@ -243,7 +243,8 @@ class DetectionTask(Task):
         if masks is not None and len(masks):
             img = draw_segmentation_masks(img, masks.bool(), alpha=0.4, colors=colours)
         if pred["boxes"]:
-            labels = [f"{n} {s:.2f}" for n, s in zip(pred["labels"], pred["scores"])]
+            scores = pred.get("scores")  # none for the ground truth
+            labels = pred["labels"] if scores is None else [f"{n} {s:.2f}" for n, s in zip(pred["labels"], scores)]
             img = draw_bounding_boxes(img, torch.tensor(pred["boxes"]), labels=labels, colors=colours, width=1)
         return img
 
@@ -277,17 +278,20 @@ class DetectionTask(Task):
         atomic_write_text(Path(folder) / "predictions.json", json.dumps(rows, indent=1))
 
     def eval_summary(self, res: dict) -> dict:
-        rows = [("AP @[.50:.95]", "all", f"{res['map']:.3f}"), ("AP @.50", "all", f"{res['map50']:.3f}"),
-                ("AP @.75", "all", f"{res['map75']:.3f}"), ("AP @[.50:.95]", "small", f"{res['map_small']:.3f}"),
-                ("AP @[.50:.95]", "medium", f"{res['map_medium']:.3f}"),
-                ("AP @[.50:.95]", "large", f"{res['map_large']:.3f}"),
-                ("AR @[.50:.95], 1 det", "all", f"{res['mar1']:.3f}"),
-                ("AR @[.50:.95], 10 dets", "all", f"{res['mar10']:.3f}"),
-                ("AR @[.50:.95], 100 dets", "all", f"{res['mar100']:.3f}")]
+        def v(x) -> str:  # COCO writes -1 where an area range has no objects
+            return f"{x:.3f}" if x >= 0 else "n/a"
+
+        rows = [("AP @[.50:.95]", "all", v(res['map'])), ("AP @.50", "all", v(res['map50'])),
+                ("AP @.75", "all", v(res['map75'])), ("AP @[.50:.95]", "small", v(res['map_small'])),
+                ("AP @[.50:.95]", "medium", v(res['map_medium'])),
+                ("AP @[.50:.95]", "large", v(res['map_large'])),
+                ("AR @[.50:.95], 1 det", "all", v(res['mar1'])),
+                ("AR @[.50:.95], 10 dets", "all", v(res['mar10'])),
+                ("AR @[.50:.95], 100 dets", "all", v(res['mar100']))]
         if self.masks:
-            rows += [("mask AP @[.50:.95]", "all", f"{res['mask_map']:.3f}"),
-                     ("mask AP @.50", "all", f"{res['mask_map50']:.3f}")]
-        per_class = [(c, f"{v:.3f}") for c, v in res["ap_per_class"].items()]
+            rows += [("mask AP @[.50:.95]", "all", v(res['mask_map'])),
+                     ("mask AP @.50", "all", v(res['mask_map50']))]
+        per_class = [(c, v(ap)) for c, ap in res["ap_per_class"].items()]
         return dict(lines=[f"mAP {res['map']:.3f}  mAP50 {res['map50']:.3f}  mAP75 {res['map75']:.3f}"],
                     tables=[("COCO evaluation", ("metric", "area", "value"), rows),
                             ("per class", ("class", "AP @[.50:.95]"), per_class)])
