@@ -261,11 +261,15 @@ class RCNN(Detector):
 _TV_SIZE = dict(image_size=800, frozen_bn=True, trainable_layers="auto", reductions=(4, 8, 16, 32),
                 anchor_sizes=None, anchor_scale=8, fpn_channels=256, box_hidden=1024, mask_layers=(256,) * 4,
                 rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_train=2000,
-                rpn_post_nms_top_n_test=1000, rpn_batch_size_per_image=256, box_batch_size_per_image=512)
+                rpn_post_nms_top_n_test=1000, rpn_batch_size_per_image=256, box_batch_size_per_image=512,
+                roi_sampling=2)
 _SMALL = dict(image_size=128, frozen_bn=False, trainable_layers="auto", reductions=(4, 8, 16, 32),
               anchor_sizes=None, anchor_scale=2, fpn_channels=128, box_hidden=512, mask_layers=(128,) * 4,
               rpn_pre_nms_top_n_train=600, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_train=300,
-              rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=64, box_batch_size_per_image=128)
+              rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=64, box_batch_size_per_image=64,
+              # one RoIAlign sample per bin: on a CPU RoIAlign's backward is half the step at 2x2 samples,
+              # and 7x7 bins over 8-30 px objects on stride-4-16 maps already overlap
+              roi_sampling=1)
 _FRAME_KEYS = ("rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train",
                "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image")
 
@@ -300,7 +304,7 @@ def _rcnn(name: str, body: str, masks: bool, preset: dict, num_classes: int, in_
     frame = dict(
         rpn_anchor_generator=anchors,
         rpn_head=RPNHead(ch, anchors.num_anchors_per_location()[0]),
-        box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+        box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=o["roi_sampling"]),
         box_head=TwoMLPHead(ch * 7 * 7, o["box_hidden"]),
         box_predictor=FastRCNNPredictor(o["box_hidden"], num_classes),
         **{k: o[k] for k in _FRAME_KEYS},
@@ -309,7 +313,7 @@ def _rcnn(name: str, body: str, masks: bool, preset: dict, num_classes: int, in_
     )
     if masks:
         layers = tuple(o["mask_layers"])
-        frame.update(mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+        frame.update(mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=o["roi_sampling"]),
                      mask_head=MaskRCNNHeads(ch, layers, 1),
                      mask_predictor=MaskRCNNPredictor(layers[-1], layers[-1], num_classes))
     cls = MaskRCNN if masks else FasterRCNN
