@@ -124,17 +124,16 @@ def _f1_at_50(p: dict, t: dict) -> float:
     return 2 * hit / (len(pb) + len(tb))
 
 
-class _ExportDetector(torch.nn.Module):
-    """[0, 1] images in, every candidate out: (boxes (B, A, 4) xyxy pixels, scores (B, A, K))."""
+def _export_module(model, mean, std):
+    """[0, 1] images in, every candidate out: (boxes (B, A, 4) xyxy pixels, scores (B, A, K)); the
+    normalisation is export's own `NormalizedModel`, the forward the detector's `forward_export`."""
+    from ..deploy.export import NormalizedModel
 
-    def __init__(self, model, mean, std):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+    class ExportDetector(NormalizedModel):
+        def forward(self, images):
+            return self.model.forward_export((images - self.mean) * self.inv_std)
 
-    def forward(self, images):
-        return self.model.forward_export((images - self.mean) * self.inv_std)
+    return ExportDetector(model, mean, std)
 
 
 @register_task(name="detect")
@@ -322,7 +321,7 @@ class DetectionTask(Task):
                 model.score_thresh = keep
             return worst
 
-        return ExportSpec(_ExportDetector(model, mean, std), ["boxes", "scores"], compare,
+        return ExportSpec(_export_module(model, mean, std), ["boxes", "scores"], compare,
                           notes=["boxes (N, A, 4) xyxy pixels and scores (N, A, classes) of every candidate, "
                                  "before the score threshold and class-wise NMS"])
 
