@@ -14,6 +14,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from cnnkit.models import create_model, list_models, load_torchvision_weights
 from cnnkit.models.detect.rcnn import freeze_batch_norm
+from cnnkit.registry import CnnkitError
 from models._zoo_helpers import fill_, n_params
 
 MINE = ["ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn",
@@ -220,3 +221,21 @@ def test_ssd_postprocess_is_deterministic_on_tied_scores():
         (out,) = model.postprocess(boxes[:, perm], scores[:, perm])
         expect = [b for b in perm.tolist() if b != (2 if perm[0] == 0 else 0)]  # the later of 0 / 2 is suppressed
         assert torch.equal(out["boxes"], boxes[0, expect]) and out["labels"].tolist() == [1, 1, 1]
+
+
+def test_ssdlite_small_images_get_a_stride_8_map():
+    """Below 200 px SSDlite's first map is at stride 8 (64 px: 8, 4, 2, 1), so a default box lies near each
+    small object; at 320 px it is torchvision's layout (20, 10, 5, 3, 2, 1) and loads its weights."""
+    small = create_model("ssdlite320_mobilenet_v3_large", num_classes=4, image_size=64).eval()
+    maps = small.net.backbone(torch.zeros(1, 3, 64, 64))
+    assert [m.shape[-1] for m in maps.values()] == [8, 4, 2, 1]
+    assert small.net.backbone.out_channels[:3] == [240, 672, 480]
+    coarse = create_model("ssdlite320_mobilenet_v3_large", num_classes=4, image_size=64, first_stride=16).eval()
+    assert [m.shape[-1] for m in coarse.net.backbone(torch.zeros(1, 3, 64, 64)).values()] == [4, 2, 1]
+    # the same body weights, only cut at one more place
+    assert sum(p.numel() for p in small.net.backbone.features.parameters()) == \
+        sum(p.numel() for p in coarse.net.backbone.features.parameters())
+    with pytest.raises(CnnkitError, match="first_stride"):
+        create_model("ssd300_vgg16", num_classes=4, image_size=64, first_stride=8)
+    with pytest.raises(CnnkitError, match="8 or 16"):
+        create_model("ssdlite320_mobilenet_v3_large", num_classes=4, image_size=64, first_stride=4)

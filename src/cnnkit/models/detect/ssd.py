@@ -193,6 +193,7 @@ def mobilenet_v3_large_rows(reduced_tail: bool = True) -> tuple:
 
 
 LITE_WIDTHS = [512, 256, 256, 128]  # SSDlite's extra blocks
+SMALL_IMAGE = 200  # below this side SSDlite adds a stride-8 map
 
 
 class SSDLiteMobileNetV3Features(nn.Module):
@@ -204,28 +205,38 @@ class SSDLiteMobileNetV3Features(nn.Module):
     changes nothing. `features[0]`: stem .. C4's expansion; `features[1]`: C4's depthwise conv, SE
     and projection, the rest of the blocks and the last conv. Then `extra`: SSDlite blocks (512,
     256, 256, 128 wide) down to 1x1 (320 px: 20, 10, 5, 3, 2, 1).
+
+    `first_stride=8` (the default below 200 px) adds one map before those, cut the same way inside
+    the first block of the stride-16 stage (its 240-channel expansion at stride 8): at 64 px the
+    stride-16 map is 4x4, and its 16-pixel cells are as large as the objects, so no default box
+    lies close to most of them; a stride-8 map (8x8) has a cell for each. Maps at 64 px: 8, 4, 2, 1.
     """
 
-    def __init__(self, in_chans: int = 3, image_size=(320, 320), norm_layer=None, reduced_tail: bool = True):
+    def __init__(self, in_chans: int = 3, image_size=(320, 320), norm_layer=None, reduced_tail: bool = True,
+                 first_stride: int = 16):
         super().__init__()
+        if first_stride not in (8, 16):
+            raise CnnkitError(f"ssdlite: first_stride must be 8 or 16, got {first_stride!r}")
         norm_layer = norm_layer or partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
         net = MobileNetV3(mobilenet_v3_large_rows(reduced_tail), 8, num_classes=0, in_chans=in_chans,
                           norm_layer=norm_layer)
         _normal_(net)  # torchvision's init for a body trained from scratch
         blocks = [b for stage in net.stages for b in stage]
-        c4 = len(blocks) - len(net.stages[-1])
-        cut = blocks[c4]
-        self.features = nn.ModuleList([
-            nn.Sequential(net.stem, *blocks[:c4], cut.conv_pw),
-            nn.Sequential(nn.Sequential(OrderedDict(conv_dw=cut.conv_dw, se=cut.se, conv_pwl=cut.conv_pwl)),
-                          *blocks[c4 + 1:], net.conv_head),
-        ])
+        starts = [sum(len(s) for s in net.stages[:i]) for i in range(len(net.stages))]
+        cuts = starts[-2:] if first_stride == 8 else starts[-1:]  # the first block of each stage split
+        parts, head = [], [net.stem]
+        for lo, c in zip([0] + [c + 1 for c in cuts[:-1]], cuts):
+            cut = blocks[c]
+            parts.append(nn.Sequential(*head, *blocks[lo:c], cut.conv_pw))  # .. the cut block's expansion
+            head = [nn.Sequential(OrderedDict(conv_dw=cut.conv_dw, se=cut.se, conv_pwl=cut.conv_pwl))]
+        parts.append(nn.Sequential(*head, *blocks[cuts[-1] + 1:], net.conv_head))
+        self.features = nn.ModuleList(parts)
         n = halvings(-(-min(image_size) // 32))
         widths = (LITE_WIDTHS + [LITE_WIDTHS[-1]] * n)[:n]
         self.extra = nn.ModuleList([lite_extra(c_in, c, norm_layer) for c_in, c in
                                     zip([net.num_features] + widths, widths)])
         _normal_(self.extra)
-        self.out_channels = [cut.conv_pw.out_channels, net.num_features] + widths
+        self.out_channels = [blocks[c].conv_pw.out_channels for c in cuts] + [net.num_features] + widths
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         maps = []
@@ -336,14 +347,20 @@ def _default_boxes(levels: int, ratios, min_ratio, max_ratio, tv_default: dict |
 def _ssd(name: str, kind: str, num_classes: int, in_chans: int, image_size, backbone=None,
          backbone_args: dict | None = None, reductions: Sequence[int] = (8, 16, 32), aspect_ratios=None,
          min_ratio: float | None = None, max_ratio: float | None = None, reduced_tail: bool = True,
+         first_stride: int | None = None,
          score_thresh: float = 0.001, nms_thresh: float | None = None, detections_per_img: int = 100,
          topk_candidates: int | None = None, iou_thresh: float = 0.5, positive_fraction: float = 0.25) -> SSDDetector:
     hw = image_hw(image_size)
     lite = kind == "ssdlite"
+    if first_stride is not None and (not lite or backbone is not None):
+        raise CnnkitError("first_stride is an option of SSDlite's own MobileNetV3 body (no backbone=); "
+                          "with backbone=, choose the maps with reductions=")
     norm = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
     tv_default = None
     if backbone is None and lite:
-        features = SSDLiteMobileNetV3Features(in_chans, hw, norm, reduced_tail)
+        if first_stride is None:  # small images get a stride-8 map (see SSDLiteMobileNetV3Features)
+            first_stride = 16 if min(hw) >= SMALL_IMAGE else 8
+        features = SSDLiteMobileNetV3Features(in_chans, hw, norm, reduced_tail, first_stride)
         levels = len(features.out_channels)
         ratios = aspect_ratios if aspect_ratios is not None else [[2, 3]] * levels
         tv_default = dict(aspect_ratios=[[2, 3]] * levels, min_ratio=0.2, max_ratio=0.95)
@@ -382,7 +399,8 @@ def _ssd(name: str, kind: str, num_classes: int, in_chans: int, image_size, back
                         topk_candidates if topk_candidates is not None else (300 if lite else 400), iou_thresh,
                         positive_fraction)
     tv_size = (320, 320) if lite else (300, 300)
-    exact = backbone is None and hw == tv_size and tv_default is not None and (reduced_tail or not lite)
+    exact = (backbone is None and hw == tv_size and tv_default is not None and (reduced_tail or not lite)
+             and (not lite or first_stride == 16))
     bname = backbone if isinstance(backbone, str) else (None if backbone is None else type(backbone).__name__)
     cfg = make_cfg((3,) + hw, mean, std, first_conv=first, classifier="net.head.classification_head",
                    paper=PAPERS[kind], task="detect", background=True, masks=False, backbone=bname,
@@ -428,11 +446,12 @@ def ssdlite320_mobilenet_v3_large(num_classes: int = 91, in_chans: int = 3, imag
     2, 1), depthwise-separable heads, BatchNorm eps 1e-3 / momentum 0.03; its state dicts load with
     `load_torchvision_weights`. default_cfg's mean / std (0.5, 0.5) map [0, 1] pixels to [-1, 1].
 
-    Smaller images: fewer extra blocks (64 px: maps 4, 2, 1). The input is not resized and not
+    Smaller images: fewer extra blocks, and below 200 px a first map at stride 8 (64 px: maps 8, 4,
+    2, 1; `first_stride`, see SSDLiteMobileNetV3Features). The input is not resized and not
     normalised again: the framework's transform has mean 0, std 1 and min_size = max_size = the
     image size (cnnkit normalises with default_cfg's mean / std before the model).
 
-    Keyword options: image_size, reduced_tail (True), backbone (any cnnkit model name or model:
+    Keyword options: image_size, reduced_tail (True), first_stride (8 below 200 px, else 16), backbone (any cnnkit model name or model:
     its `reductions` stages, default 8, 16, 32, plus SSDlite extra blocks; ImageNet mean / std),
     backbone_args, reductions, aspect_ratios, min_ratio (0.2), max_ratio (0.95), score_thresh
     (0.001), nms_thresh (0.55), detections_per_img (100), topk_candidates (300 per class),
