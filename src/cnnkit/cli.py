@@ -322,7 +322,7 @@ def bench(
     amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto | off | bf16 | fp16."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Memory layout of the step."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (warm-up includes compilation)."),
-    augment: str = typer.Option("crop=2,hflip=0.5", "--augment", help="Batch augmentation of the real-data step (default: train's)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Batch augmentation of the real-data step (default: the task's training default, e.g. crop=2,hflip=0.5 for classification).", show_default=False),
     steps: int = typer.Option(10, "--steps", help="Timed steps per pass."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed steps before each pass."),
 ):

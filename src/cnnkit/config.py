@@ -32,7 +32,8 @@ class TrainConfig:
     model: str = "fastnet"            # `cnnkit models`
     model_args: dict = field(default_factory=dict)  # extra builder arguments, e.g. {drop_rate: 0.2}
     weights: str | None = None        # pretrained weights file (torchvision .pth or cnnkit .safetensors)
-    task: str | None = None           # classify | multilabel | detect (None: the model's own, from its default_cfg)
+    task: str | None = None           # classify | multilabel | detect | segment (None: the model's own, from its default_cfg)
+    task_args: dict = field(default_factory=dict)  # the task's own options, e.g. {loss: ce_dice} for segmentation
     # -- optimisation
     epochs: int = 10
     batch_size: int = 256

@@ -72,7 +72,8 @@ class DataBundle:
     source: str = ""  # where the files were read from ("generated" for shapes)
 
 
-_KIND_WORDS = {"label": "one class label per image", "objects": "boxes and classes per object"}
+_KIND_WORDS = {"label": "one class label per image", "objects": "boxes and classes per object",
+               "mask": "a class per pixel"}
 
 
 @dataclass
@@ -230,7 +231,7 @@ def _shape_count() -> int:
 
 _register(DatasetSpec("shapes", "procedural shapes on textured backgrounds, generated on the fly (no files)",
                       3, 32, _shape_count,
-                      SHAPES_TRAIN, SHAPES_VAL, _load_shapes, "built in", dense={"objects": "shapes"}))
+                      SHAPES_TRAIN, SHAPES_VAL, _load_shapes, "built in", dense={"objects": "shapes", "mask": "shapes_mask"}))
 _register(DatasetSpec("fashion-mnist", "Zalando clothing photos, 28x28 grey (Xiao et al. 2017)", 1, 28, 10,
                       60_000, 10_000, _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES),
                       sources.HOW_TO_GET["fashion-mnist"]))

@@ -153,7 +153,10 @@ LOADERS = {"shapes": _shapes, "coco": _files(_coco), "yolo": _files(_yolo), "voc
 
 
 def load_dense(spec: DatasetSpec, loader: str, req, frac, log) -> DataBundle:
-    train, val, classes, c, s, val_name, source = LOADERS[loader](req, frac, log)
+    """Any target kind but class labels: the loaders here (objects) and in `data/segmentation.py` (masks)."""
+    from .segmentation import MASK_LOADERS
+
+    train, val, classes, c, s, val_name, source = {**LOADERS, **MASK_LOADERS}[loader](req, frac, log)
     if len(train) == 0:
         raise CnnkitError(f"{spec.name}: the training split has no images")
     if len(val) == 0:
@@ -165,9 +168,12 @@ def load_dense(spec: DatasetSpec, loader: str, req, frac, log) -> DataBundle:
 
 _register(DatasetSpec("coco", "COCO instances JSON: boxes, polygon and RLE masks (your files)", None, None, None,
                       None, None, None, "--data-dir pointing at instances_train*.json or its folder",
-                      dense={"objects": "coco"}))
+                      dense={"objects": "coco", "mask": "coco_mask"}))
 _register(DatasetSpec("yolo", "YOLO txt labels with an ultralytics dataset YAML (your files)", None, None, None,
                       None, None, None, "--data-dir pointing at the dataset YAML", dense={"objects": "yolo"}))
-_register(DatasetSpec("voc", "Pascal VOC XML annotations (your files)", None, None, None, None, None, None,
-                      "--data-dir pointing at the VOC folder (Annotations/, JPEGImages/, ImageSets/)",
-                      dense={"objects": "voc"}))
+_register(DatasetSpec("voc", "Pascal VOC: XML boxes, segmentation PNGs (your files)", None, None, None, None, None,
+                      None, "--data-dir pointing at the VOC folder (Annotations/ or SegmentationClass/, JPEGImages/, "
+                      "ImageSets/)", dense={"objects": "voc", "mask": "voc_mask"}))
+_register(DatasetSpec("segfolder", "images/ and masks/ folders with matching names (your files)", None, None, None,
+                      None, None, None, "--data-dir pointing at the folder holding images/ and masks/ (or train/, val/)",
+                      dense={"mask": "segfolder"}))

@@ -96,8 +96,11 @@ def export_metadata(meta: dict, folder: Path, fmt: str, batch: int, dynamic: boo
     c, h, w = (int(v) for v in meta["input_size"])
     multi = bool(meta.get("multi_label", False)) or meta.get("task") == "multilabel"
     outputs = list(spec.output_names) if spec is not None else [OUTPUT]
-    output = (f"logits (N, {meta['num_classes']}) before {'sigmoid' if multi else 'softmax'}"
-              if outputs == [OUTPUT] else "; ".join(spec.notes) or ", ".join(outputs))
+    if spec is not None and spec.notes:
+        output = "; ".join(spec.notes)
+    else:
+        output = (f"logits (N, {meta['num_classes']}) before {'sigmoid' if multi else 'softmax'}"
+                  if outputs == [OUTPUT] else ", ".join(outputs))
     return dict(
         format="cnnkit-export/1", export_format=fmt, model=meta["model"], model_args=meta.get("model_args", {}),
         task=meta.get("task", "classify"), num_classes=int(meta["num_classes"]),
@@ -397,11 +400,13 @@ def export_checkpoint(path: str | Path, format: str = "onnx", output: str | Path
             inputs = _check_inputs(meta, batch, dynamic)
             refs = [module(x.to(dev)) for _, x in inputs]
             single = info["outputs"] == [OUTPUT]
-            wrong = not isinstance(refs[0], torch.Tensor) or tuple(refs[0].shape) != (batch, info["num_classes"])
+            expect = (spec.shape(batch, inputs[0][1]) if spec.shape is not None
+                      else (batch, info["num_classes"]))  # the task's logits; classification's by default
+            wrong = not isinstance(refs[0], torch.Tensor) or tuple(refs[0].shape) != tuple(expect)
             if single and wrong:
                 shape = tuple(getattr(refs[0], "shape", ()))
                 raise CnnkitError(f"{meta['model']} in eval mode returns {type(refs[0]).__name__} {shape}, "
-                                  f"not logits ({batch}, {info['num_classes']})")
+                                  f"not logits {tuple(expect)}")
             refs = [tuple(o.float().cpu() for o in _tuple(r)) for r in refs]
             refs = [r[0] if len(r) == 1 else r for r in refs]
             example = inputs[0][1].to(dev)

@@ -163,7 +163,7 @@ def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log)
                            val=cfg.val, image_size=cfg.image_size,
                            seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val,
                            in_chans=cfg.channels, targets=task_cls.target_kind, log=log)
-    task = create_task(task_cls.name, bundle.classes, mcfg, label_smoothing=cfg.label_smoothing)
+    task = create_task(task_cls.name, bundle.classes, mcfg, label_smoothing=cfg.label_smoothing, **cfg.task_args)
     monitor = cfg.monitor or task.monitor
     task.check_monitor(monitor)
     batch_size = _clamp_batch(cfg, len(bundle.train), dd, log)

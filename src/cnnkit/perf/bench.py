@@ -258,7 +258,7 @@ def _time_infer(task, fwd, model, next_x, steps: int, warmup: int, device, amp_d
 def run_bench(model: str = "fastnet", task: str | None = None, batch_size: int = 256, input_size=None,
               data: str | None = None, data_dir: str | None = None, device: str = "auto", amp: str = "auto",
               channels_last: bool = True, compile: bool = False, steps: int = 10, warmup: int = 3,
-              augment: str = "crop=2,hflip=0.5", optimizer: str = "nesterov", model_args: dict | None = None,
+              augment: str | None = None, optimizer: str = "nesterov", model_args: dict | None = None,
               seed: int = 0, peak_budget_s: float = 0.5, log=None) -> dict:
     """Measure training and inference speed of `model`; see the module docstring for what and how.
 
@@ -268,7 +268,6 @@ def run_bench(model: str = "fastnet", task: str | None = None, batch_size: int =
     and `peak_fraction` (the real-data training step's share of the GEMM peak).
     """
     from ..config import CHOICES
-    from ..data.augment import parse_augment
     from ..data.loader import Preprocess, TensorLoader, epoch_generator, make_loader, norm_stats
     from ..engine.optim import build_optimizer
     from ..engine.precision import grad_scaler, resolve_amp, resolve_device
@@ -285,7 +284,6 @@ def run_bench(model: str = "fastnet", task: str | None = None, batch_size: int =
     if amp not in CHOICES["amp"]:
         raise suggest(str(amp), CHOICES["amp"], "amp mode")
     size = parse_input(input_size)
-    aug_cfg = parse_augment(augment)
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
     info = machine_info(dev)
@@ -301,6 +299,8 @@ def run_bench(model: str = "fastnet", task: str | None = None, batch_size: int =
     mcfg = model_cfg(model, in_chans=in_chans, **model_args)
     task_cls = task_class(task or mcfg.get("task") or "classify")
     task = task_cls.name
+    if augment is None:  # the task's own training augmentation (classification: train's default)
+        augment = getattr(task_cls, "defaults", {}).get("augment", "crop=2,hflip=0.5")
     bundle = _load_real(data, data_dir, in_chans, side, batch_size * (warmup + steps), seed, log,
                         task_cls.target_kind)
     if bundle is not None:
@@ -324,7 +324,7 @@ def run_bench(model: str = "fastnet", task: str | None = None, batch_size: int =
     mean, std = (norm_stats("dataset", bundle.mean, bundle.std, in_chans) if bundle is not None
                  else ((0.5,) * in_chans, (0.25,) * in_chans))
     prep = Preprocess(mean, std, dev, channels_last)
-    augment_mod = task_obj.batch_augment(aug_cfg).to(dev)
+    augment_mod = task_obj.batch_augment(augment).to(dev)
     train_step = TrainStep(net, fwd, task_obj, opt, grad_scaler(dev, amp_dtype), dev, amp_dtype)
     step = _Step(train_step, prep, augment_mod, epoch_generator(seed + 1, 0, dev), lr)
     amp_name = str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "fp32"

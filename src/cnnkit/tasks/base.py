@@ -100,12 +100,14 @@ def column_formats(task_or_meta) -> dict[str, str]:
 class ExportSpec:
     """What `cnnkit export` traces and checks: `module(images01) -> outputs` with normalisation inside,
     `output_names` for the file, and `compare(ours, theirs) -> max abs difference` over the outputs
-    (for detectors: of the decoded boxes and scores)."""
+    (for detectors: of the decoded boxes and scores). `shape(batch, example_input)`: the one output's
+    expected shape, when it is not classification's (batch, num_classes)."""
 
     module: torch.nn.Module
     output_names: list[str]
     compare: Callable | None = None
     notes: list[str] = field(default_factory=list)
+    shape: Callable | None = None
 
 
 class Evaluator:

@@ -144,7 +144,7 @@ class DetectionTask(Task):
     # what sits under the user's choices for a detection run (`config.task_defaults`); a model's own
     # default_cfg["recipe"] goes on top of these
     defaults = dict(optimizer="adamw", lr=2e-3, weight_decay=5e-4, schedule="cosine", warmup_epochs=1.0,
-                    epochs=20, batch_size=64, label_smoothing=0.0, tta=False, grad_clip=10.0,
+                    epochs=12, batch_size=64, label_smoothing=0.0, tta=False, grad_clip=10.0,
                     augment="hflip=0.5,scale=0.25,translate=0.1,color=0.2")
 
     def __init__(self, classes, model_cfg: dict | None = None, **options):
