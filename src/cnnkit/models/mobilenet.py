@@ -189,12 +189,18 @@ class MobileNetV3(ClassifierModel):
     """MobileNetV3: rows (k, exp, c, se, nl, s), one inverted residual each; a new stage starts at every
     stride-2 row. SE squeezes to make_divisible(exp / 4, 8) with a hard-sigmoid gate; the head is
     conv 1x1 (6 * last width, hard-swish) -> pool -> Linear(hidden) -> hard-swish -> dropout -> fc.
-    BatchNorm eps 1e-3, momentum 0.01 (torchvision, from the TensorFlow original)."""
+    BatchNorm eps 1e-3, momentum 0.01 (torchvision, from the TensorFlow original).
+
+    dilated: the last stage (from the last stride-2 row on) keeps stride 1 and its depthwise convs
+    dilate by 2, as torchvision's `dilated=True` for segmentation: output stride 16 instead of 32.
+    Module names and stages stay the same; feature_info reports stride 16 for that stage."""
 
     def __init__(self, arch, head_hidden: int, num_classes: int = 1000, in_chans: int = 3,
                  width_mult: float = 1.0, stem_chs: int = 16, norm_layer: NormLayer = None,
-                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, small_input: bool = False):
+                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, small_input: bool = False,
+                 dilated: bool = False):
         super().__init__()
+        last_down = max(i for i, row in enumerate(arch) if row[-1] > 1)
         norm_layer = norm_layer or partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
         ch = lambda c: make_divisible(c * width_mult, 8)  # noqa: E731
         stem_stride = 1 if small_input else 2
@@ -203,12 +209,13 @@ class MobileNetV3(ClassifierModel):
         stages, strides = [], []
         for i, (k, exp, c, se, nl, s) in enumerate(arch):
             mid = ch(exp)
-            block = InvertedResidual(c_in, ch(c), mid, k, s, act_layer=_V3_ACT[nl], norm_layer=norm_layer,
-                                     se_chs=make_divisible(mid // 4, 8) if se else 0, se_act="relu",
-                                     se_gate="hardsigmoid", drop_path=drop_path_rate * i / len(arch))
+            dil = 2 if dilated and i >= last_down else 1
+            block = InvertedResidual(c_in, ch(c), mid, k, 1 if dil > 1 else s, dilation=dil, act_layer=_V3_ACT[nl],
+                                     norm_layer=norm_layer, se_chs=make_divisible(mid // 4, 8) if se else 0,
+                                     se_act="relu", se_gate="hardsigmoid", drop_path=drop_path_rate * i / len(arch))
             if not stages or s > 1:
                 stages.append([])
-                strides.append(s)
+                strides.append(1 if dil > 1 else s)
             stages[-1].append(block)
             c_in = ch(c)
         self.stages = nn.Sequential(*[nn.Sequential(*b) for b in stages])

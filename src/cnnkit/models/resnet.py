@@ -31,13 +31,23 @@ class ResNet(ClassifierModel):
     ImageNet stem would shrink 32 px to 8 px before the first stage. The last map is then 4x4.
     zero_init_last: gamma = 0 in the last norm of every block, so each block starts as the identity.
     `groups` / `width_per_group` give ResNeXt and wide ResNets (bottleneck blocks only).
+
+    replace_stride_with_dilation: three flags for stages 2-4 (torchvision's semantics, for dense
+    prediction): a flagged stage keeps stride 1 and dilates its 3x3 convs by the stride it dropped,
+    times the dilation before it; its first block keeps the previous dilation. (False, True, True)
+    gives output stride 8, (False, False, True) 16; feature_info then reports the kept strides.
+    Module and parameter names do not change, so torchvision's weights still load.
     """
 
     def __init__(self, block: type = BasicBlock, layers=(2, 2, 2, 2), num_classes: int = 1000, in_chans: int = 3,
                  small_input: bool = False, drop_rate: float = 0.0, act_layer: ActLayer = "relu",
                  norm_layer: NormLayer = "batch", zero_init_last: bool = False, groups: int = 1,
-                 width_per_group: int = 64, stem_width: int = 64, global_pool: str = "avg"):
+                 width_per_group: int = 64, stem_width: int = 64, global_pool: str = "avg",
+                 replace_stride_with_dilation=(False, False, False)):
         super().__init__()
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError(f"replace_stride_with_dilation needs 3 flags (stages 2-4), got "
+                             f"{replace_stride_with_dilation!r}")
         self.num_classes = num_classes
         if small_input:
             self.conv1 = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)  # (B, 64, H, W)
@@ -51,10 +61,13 @@ class ResNet(ClassifierModel):
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module="act1")]
         reduction = stem_stride * stem_stride
         block_kwargs = dict(groups=groups, base_width=width_per_group, norm_layer=norm_layer, act_layer=act_layer)
-        in_chs = stem_width
+        in_chs, dilation = stem_width, 1
         for i, (depth, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
-            stride = 1 if i == 0 else 2
-            self.add_module(f"layer{i + 1}", make_res_stage(block, in_chs, planes, depth, stride, **block_kwargs))
+            stride, first_dilation = 1 if i == 0 else 2, dilation
+            if i > 0 and replace_stride_with_dilation[i - 1]:
+                stride, dilation = 1, dilation * 2
+            self.add_module(f"layer{i + 1}", make_res_stage(block, in_chs, planes, depth, stride, dilation=dilation,
+                                                            first_dilation=first_dilation, **block_kwargs))
             in_chs, reduction = planes * block.expansion, reduction * stride
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
         self.num_features = in_chs

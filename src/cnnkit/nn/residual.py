@@ -2,7 +2,8 @@
 
 A residual block learns the change F(x) instead of the whole mapping: y = act(F(x) + shortcut(x)).
 The shortcut is the identity, or a strided 1x1 conv + norm ("projection", option B of the paper)
-when the shape changes. If F's last norm has gamma = 0 the block starts as act(x) -- the identity
+when the shape changes. `dilation` > 1 spaces the taps of the 3x3 convs (atrous convolution, for dense
+prediction: a stage that keeps stride 1 but dilates sees as far as the strided one). If F's last norm has gamma = 0 the block starts as act(x) -- the identity
 for the non-negative outputs of a previous ReLU -- which is why `zero_init_last()` helps very deep
 nets train (Goyal et al., 2017).
 
@@ -27,21 +28,23 @@ def make_downsample(in_chs: int, out_chs: int, stride: int, norm_layer: NormLaye
 class BasicBlock(nn.Module):
     """Two 3x3 convs (ResNet-18/34). (B, in_chs, H, W) -> (B, planes, H/stride, W/stride).
 
-    Parameters: 9*in*planes + 9*planes^2 (+ norms, + the projection when present).
+    Parameters: 9*in*planes + 9*planes^2 (+ norms, + the projection when present). `dilation` dilates
+    both 3x3 convs (torchvision's BasicBlock has no dilation; its Bottleneck dilates its one 3x3).
     """
 
     expansion = 1
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64, norm_layer: NormLayer = "batch", act_layer: ActLayer = "relu"):
+                 groups: int = 1, base_width: int = 64, norm_layer: NormLayer = "batch", act_layer: ActLayer = "relu",
+                 dilation: int = 1):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64")
         norm = get_norm_layer(norm_layer)
-        self.conv1 = nn.Conv2d(in_chs, planes, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_chs, planes, 3, stride, dilation, dilation, bias=False)
         self.bn1 = norm(planes)
         self.act1 = create_act(act_layer, inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False)
         self.bn2 = norm(planes)
         self.act2 = create_act(act_layer, inplace=True)
         self.downsample = downsample
@@ -64,19 +67,21 @@ class Bottleneck(nn.Module):
     ("ResNet v1.5", as torchvision and most later work); the paper put it on the first 1x1, which
     skips three quarters of the input positions and is slightly less accurate. `groups` and
     `base_width` give the ResNeXt / wide variants: width = planes * base_width/64 * groups.
+    `dilation` dilates the 3x3 conv (padding = dilation keeps the size).
     """
 
     expansion = 4
 
     def __init__(self, in_chs: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64, norm_layer: NormLayer = "batch", act_layer: ActLayer = "relu"):
+                 groups: int = 1, base_width: int = 64, norm_layer: NormLayer = "batch", act_layer: ActLayer = "relu",
+                 dilation: int = 1):
         super().__init__()
         norm = get_norm_layer(norm_layer)
         width = int(planes * base_width / 64) * groups
         self.conv1 = nn.Conv2d(in_chs, width, 1, bias=False)
         self.bn1 = norm(width)
         self.act1 = create_act(act_layer, inplace=True)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, dilation, dilation, groups=groups, bias=False)
         self.bn2 = norm(width)
         self.act2 = create_act(act_layer, inplace=True)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
@@ -95,10 +100,16 @@ class Bottleneck(nn.Module):
         return self.act3(x + shortcut)
 
 
-def make_res_stage(block: type, in_chs: int, planes: int, depth: int, stride: int = 1, **kwargs) -> nn.Sequential:
-    """`depth` blocks; the first changes the stride / width (with a projection shortcut), the rest keep it."""
+def make_res_stage(block: type, in_chs: int, planes: int, depth: int, stride: int = 1, dilation: int = 1,
+                   first_dilation: int | None = None, **kwargs) -> nn.Sequential:
+    """`depth` blocks; the first changes the stride / width (with a projection shortcut), the rest keep it.
+
+    `dilation` for the blocks' 3x3 convs; the first block uses `first_dilation` (default: `dilation`).
+    torchvision's dilated ResNet gives the first block the previous stage's dilation."""
     out_chs = planes * block.expansion
     norm_layer = kwargs.get("norm_layer", "batch")
-    blocks = [block(in_chs, planes, stride, make_downsample(in_chs, out_chs, stride, norm_layer), **kwargs)]
-    blocks += [block(out_chs, planes, 1, None, **kwargs) for _ in range(depth - 1)]
+    first = dilation if first_dilation is None else first_dilation
+    blocks = [block(in_chs, planes, stride, make_downsample(in_chs, out_chs, stride, norm_layer), dilation=first,
+                    **kwargs)]
+    blocks += [block(out_chs, planes, 1, None, dilation=dilation, **kwargs) for _ in range(depth - 1)]
     return nn.Sequential(*blocks)
