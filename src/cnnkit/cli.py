@@ -46,8 +46,9 @@ def _opt(help: str, *names: str):
 @app.command()
 @handle_errors
 def train(
-    data: Optional[str] = _opt("Data set: shapes (built in), fashion-mnist, mnist, cifar10, cifar100, imagefolder.", "--data", "-d"),
+    data: Optional[str] = _opt("Data set: shapes (built in: classes, objects or class maps, as the task needs), fashion-mnist, mnist, cifar10, cifar100, imagefolder; coco, yolo, voc, segfolder (your files). See `cnnkit datasets`.", "--data", "-d"),
     model: Optional[str] = _opt("Model name (see `cnnkit models`), or tv:NAME / timm:NAME.", "--model", "-m"),
+    task: Optional[str] = _opt("classify | multilabel | detect | segment (default: the model's own). Its options: --set task_args='{loss: ce_dice}'.", "--task"),
     weights: Optional[str] = _opt("Start from pretrained weights: a torchvision .pth file or cnnkit .safetensors.", "--weights"),
     epochs: Optional[int] = _opt("Number of epochs.", "--epochs", "-e"),
     batch_size: Optional[int] = _opt("Batch size.", "--batch-size", "-b"),
@@ -56,7 +57,7 @@ def train(
     schedule: Optional[str] = _opt("none | step | cosine | onecycle.", "--schedule"),
     weight_decay: Optional[float] = _opt("L2 weight decay (not on norms and biases).", "--weight-decay", "--wd"),
     label_smoothing: Optional[float] = _opt("Label smoothing in [0, 1).", "--label-smoothing"),
-    augment: Optional[str] = _opt("none | light | standard | strong, or e.g. 'crop=4,hflip=0.5,cutmix=1'.", "--augment"),
+    augment: Optional[str] = _opt("none | light | standard | strong, or e.g. 'crop=4,hflip=0.5,cutmix=1'; detection and segmentation: 'hflip=0.5,scale=0.25,translate=0.1,color=0.2'.", "--augment"),
     ema: Optional[float] = _opt("EMA decay of the weights, e.g. 0.999 (0 = off).", "--ema"),
     early_stop: Optional[int] = _opt("Stop after N epochs without improvement of --monitor.", "--early-stop"),
     data_dir: Optional[str] = _opt("Folder to look in first for data files (or the image folder).", "--data-dir"),
@@ -81,7 +82,7 @@ def train(
     from .api import train as train_api
 
     opts = {k: v for k, v in dict(
-        data=data, model=model, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+        data=data, model=model, task=task, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, ema=ema, early_stop=early_stop,
         data_dir=data_dir, download=download, val=val, image_size=image_size, device=device, amp=amp,
         compile=compile, sync_bn=sync_bn, logger=logger, seed=seed, name=name, project=project, recipe=recipe).items() if v is not None}
