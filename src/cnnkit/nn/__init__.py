@@ -5,6 +5,7 @@ so models and user code can write `from cnnkit.nn import Bottleneck, SqueezeExci
 import only from each other and from cnnkit.registry, never from cnnkit.models: no import cycles.
 """
 from .act import ACTIVATIONS, create_act, get_act_layer
+from .aspp import ASPP, ImagePool
 from .conv import ConvNormAct, same_padding
 from .dense import DenseBlock, DenseLayer, Transition
 from .drop import DropPath, drop_path
@@ -31,6 +32,8 @@ __all__ = [
     "Inception", "NaiveInception", "inception_conv_params",
     "DenseLayer", "DenseBlock", "Transition",
     "ConvTransposeNormAct", "transposed_output_size", "exact_upsample_padding",
+    # dense prediction
+    "ASPP", "ImagePool",
     # mobile blocks
     "DepthwiseSeparableConv", "separable_param_ratio", "SqueezeExcite",
     "InvertedResidual", "MBConv", "make_divisible", "DropPath", "drop_path",
