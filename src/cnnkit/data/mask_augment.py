@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import color_jitter
-from .object_augment import ObjectAugmentConfig, parse_object_augment
+from .object_augment import ObjectAugment, ObjectAugmentConfig, parse_object_augment
 from .segmentation import IGNORE
 
 
@@ -43,18 +43,8 @@ def warp_masks(masks: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return torch.where(out < 0, torch.full_like(out, IGNORE), out).to(torch.uint8)
 
 
-class MaskAugment(torch.nn.Module):
-    def __init__(self, cfg: ObjectAugmentConfig):
-        super().__init__()
-        self.cfg = cfg
-
-    @property
-    def active(self) -> bool:
-        c = self.cfg
-        return bool(c.hflip or c.scale or c.translate or c.color)
-
-    def extra_repr(self) -> str:
-        return str(self.cfg)
+class MaskAugment(ObjectAugment):
+    """`ObjectAugment`'s settings and draws, applied to class maps instead of objects."""
 
     def forward(self, x: torch.Tensor, masks: torch.Tensor, generator: torch.Generator | None = None):
         c, g, b, dev = self.cfg, generator, x.shape[0], x.device
