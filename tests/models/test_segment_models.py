@@ -88,7 +88,8 @@ def test_cfg_and_shapes(name):
     assert m.num_classes == 5 == m.default_cfg["num_classes"] and m.get_classifier().out_channels == 5
     assert m.eval()(torch.empty(1, 3, 33, 47, device="meta")).shape == (1, 5, 33, 47)
     grey = meta_model(name, num_classes=K, in_chans=1)
-    assert len(grey.default_cfg["mean"]) == 1 and grey.eval()(torch.empty(1, 1, 64, 64, device="meta")).shape == (1, K, 64, 64)
+    assert len(grey.default_cfg["mean"]) == 1
+    assert grey.eval()(torch.empty(1, 1, 64, 64, device="meta")).shape == (1, K, 64, 64)
 
 
 REAL = [  # (name, kwargs): the small models, and the big ones' code through small settings
@@ -107,7 +108,8 @@ def train_step(model: nn.Module, x: torch.Tensor) -> None:
     loss = loss_with_aux(out, target, F.cross_entropy, model.aux_loss_weight)
     assert torch.isfinite(loss)
     loss.backward()
-    bad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())]
+    bad = [n for n, p in model.named_parameters()
+           if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())]
     assert not bad, f"parameters without a finite gradient: {bad[:5]}"
     assert any(p.grad.abs().sum() > 0 for p in model.parameters() if p.grad is not None)
 

@@ -92,5 +92,6 @@ def _from_torchvision(sd, model):
     """torchvision's head: cbr (0 conv, 1 BN), scale (0 pool, 1 conv, 2 sigmoid), low_classifier, high_classifier."""
     sd = mobilenet_backbone_keys(sd, model.encoder.body)
     return rename_prefixes(sd, {"classifier.cbr.0.": "head.cbr.conv.", "classifier.cbr.1.": "head.cbr.bn.",
-                                "classifier.scale.1.": "head.scale.conv.", "classifier.low_classifier.": "head.low_cls.",
+                                "classifier.scale.1.": "head.scale.conv.",
+                                "classifier.low_classifier.": "head.low_cls.",
                                 "classifier.high_classifier.": "head.high_cls."})
