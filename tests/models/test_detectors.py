@@ -49,3 +49,19 @@ def test_a_detector_on_a_classification_only_data_set_is_one_clear_error(tmp_pat
     with pytest.raises(CnnkitError, match="fashion-mnist has one class label per image only.*boxes"):
         cnnkit.train(model="yolo_n", data="fashion-mnist", project=str(tmp_path), **{k: v for k, v in TINY.items()
                                                                                      if k != "data"})
+
+
+def test_a_deep_copy_of_a_detector_on_a_backbone_runs_on_its_own_weights():
+    """The EMA keeps a deep copy of the model: its Backbone must catch its own stages' outputs."""
+    import copy
+
+    import torch
+
+    m = create_model("yolo_n", num_classes=3, image_size=64, backbone="resnet18").eval()
+    c = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.mul_(0.5)
+        x = torch.randn(1, 3, 64, 64)
+        assert not torch.allclose(m.forward_export(x)[1], c.forward_export(x)[1])
+        assert torch.equal(m.forward_export(x)[1], m.forward_export(x)[1])

@@ -47,19 +47,19 @@ class Backbone(nn.Module):
         self.reductions = list(reductions)
         self.channels = [f["num_chs"] for f in picked]
         self.modules_ = [f["module"] for f in picked]
-        self._out: dict[str, torch.Tensor] = {}
         for name in dict.fromkeys(self.modules_):
-            _module(model, name).register_forward_hook(self._catch(name))
-
-    def _catch(self, name: str):
-        def hook(_m, _inp, out):
-            self._out[name] = out
-
-        return hook
+            _module(model, name).register_forward_hook(_keep_output)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self._out = {}
         self.body.forward_features(x)
-        feats = [self._out[m] for m in self.modules_]
-        self._out = {}
+        stages = [_module(self.body, m) for m in self.modules_]
+        feats = [s._cnnkit_out for s in stages]
+        for s in stages:
+            s._cnnkit_out = None  # no reference kept to the batch's activations
         return feats
+
+
+def _keep_output(module: nn.Module, _inp, out) -> None:
+    """Forward hook: the stage keeps its own output. On the module, not in a closure, so a deep copy of
+    the model (the EMA copy) catches its own stages' outputs, not the original's."""
+    module._cnnkit_out = out
