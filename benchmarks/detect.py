@@ -29,7 +29,7 @@ RUNS = {
     "yolo_n": {},
     "ssdlite320_mobilenet_v3_large": dict(epochs=4),
     "fasterrcnn_resnet18_fpn": dict(num_train=4000, epochs=6),
-    "maskrcnn_resnet18_fpn": dict(num_train=3000, epochs=6),
+    "maskrcnn_resnet18_fpn": dict(num_train=3000, epochs=4),
 }
 
 
