@@ -9,6 +9,7 @@
     cnnkit.export(result.run_dir, format="onnx")   # checked against PyTorch
     cnnkit.bench("fastnet")                 # images/s, share of the matmul peak, time split
     cnnkit.api.report(result.run_dir)       # report.html (`cnnkit.report` is the package that writes it)
+    cnnkit.api.plan("shapes-volumes")       # nnU-Net's plan.yaml (`cnnkit.plan` is the package of its rules)
 """
 __version__ = "0.1.0"
 
