@@ -6,6 +6,7 @@ from .config import TrainConfig, resolve
 
 def train(config: str | None = None, resume: str | None = None, log=print, stop_after: int | None = None, **options):
     """Train with `options` (keys of TrainConfig) over an optional YAML `config`; or `resume` a run.
+    `plan="plan.yaml"` (from `cnnkit plan DATA`) trains nnU-Net's configuration of that data set.
 
     >>> res = train(data="shapes", epochs=1)         # doctest: +SKIP
     >>> res.run_dir, res.best_metric                 # doctest: +SKIP
@@ -28,6 +29,13 @@ def train(config: str | None = None, resume: str | None = None, log=print, stop_
         cfg = resolve(options, config_file=str(run / "config.yaml"))
         res = fit(cfg, resume=run, stop_after=stop_after, log=log)
     else:
+        plan = options.pop("plan", None)
+        if plan is not None:  # written by `cnnkit plan`; the options given here go over the plan's
+            from .tasks.volume import plan_options
+
+            planned = plan_options(plan)
+            args = dict(planned.pop("task_args"), **(options.pop("task_args", None) or {}))
+            options = {**planned, **options, "task_args": args}
         cfg = resolve(options, config_file=config)
         res = fit(cfg, stop_after=stop_after, log=log)
     if cfg.report:
@@ -242,4 +250,35 @@ def bench(model: str = "fastnet", task: str | None = None, batch_size: int = 256
 
 
 __all__ = ["TrainConfig", "train", "evaluate", "predict", "load_model", "summary", "explain", "evaluate_explanations",
-           "report", "export", "bench"]
+           "report", "export", "bench", "plan"]
+
+
+def plan(data: str = "shapes-volumes", data_dir: str | None = None, out: str | None = "plan.yaml",
+         budget: float | None = None, num_cases: int | None = None, seed: int = 0, log=None):
+    """nnU-Net's self-configuration: load volumes, fingerprint them, apply the rules; write the plan YAML
+    to `out` (None: don't) and return the `Plan` (`cnnkit.plan.Plan`; `cnnkit train --plan` reads the file).
+
+    data: a volume source (shapes-volumes, shapes-slices, nnunet with data_dir) or an nnU-Net raw folder;
+    budget: MB of activation memory for the patch and batch (default `cnnkit.plan.DEFAULT_BUDGET_MB`, a CPU's).
+
+    >>> p = plan("shapes-volumes", out=None)            # doctest: +SKIP
+    >>> p.patch_size, p.why["patch_size"]               # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from .data.volumes import load_volumes
+    from .plan import DEFAULT_BUDGET_MB, fingerprint, make_plan
+    from .plan.rules import check_budget
+    from .registry import CnnkitError
+
+    budget = check_budget(DEFAULT_BUDGET_MB if budget is None else budget)  # before minutes of loading
+    if out is not None and not Path(out).expanduser().resolve().parent.is_dir():
+        raise CnnkitError(f"{out}: the folder {Path(out).parent} does not exist")
+    vs = load_volumes(data, data_dir=data_dir, num_cases=num_cases, seed=seed)
+    if log is not None:
+        log(f"{vs.name}: {len(vs.cases)} cases, {vs.dims}-D, channels {', '.join(vs.channels)}, classes "
+            f"{', '.join(vs.classes)} ({vs.source})")
+    result = make_plan(fingerprint(vs), budget=budget)
+    if out is not None:
+        result.save(out)
+    return result

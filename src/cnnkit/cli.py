@@ -48,13 +48,14 @@ def _opt(help: str, *names: str):
 def train(
     data: Optional[str] = _opt("Data set: shapes (built in: classes, objects or class maps, as the task needs), fashion-mnist, mnist, cifar10, cifar100, imagefolder; coco, yolo, voc, segfolder (your files). See `cnnkit datasets`.", "--data", "-d"),
     model: Optional[str] = _opt("Model name (see `cnnkit models`), or tv:NAME / timm:NAME.", "--model", "-m"),
-    task: Optional[str] = _opt("classify | multilabel | detect | segment (default: the model's own). Its options: --set task_args='{loss: ce_dice}'.", "--task"),
+    task: Optional[str] = _opt("classify | multilabel | detect | segment | volume (default: the model's own). Its options: --set task_args='{loss: ce_dice}'.", "--task"),
+    plan: Optional[Path] = _opt("Train nnU-Net's configuration from a plan written by `cnnkit plan DATA` (model, data, patches, batch, augmentation); other options go over it.", "--plan"),
     weights: Optional[str] = _opt("Start from pretrained weights: a torchvision .pth file or cnnkit .safetensors.", "--weights"),
     epochs: Optional[int] = _opt("Number of epochs.", "--epochs", "-e"),
     batch_size: Optional[int] = _opt("Batch size.", "--batch-size", "-b"),
     lr: Optional[float] = _opt("Peak learning rate.", "--lr"),
     optimizer: Optional[str] = _opt("sgd | momentum | nesterov | adam | adamw | rmsprop.", "--optimizer"),
-    schedule: Optional[str] = _opt("none | step | cosine | onecycle.", "--schedule"),
+    schedule: Optional[str] = _opt("none | step | cosine | onecycle | poly (nnU-Net's).", "--schedule"),
     weight_decay: Optional[float] = _opt("L2 weight decay (not on norms and biases).", "--weight-decay", "--wd"),
     label_smoothing: Optional[float] = _opt("Label smoothing in [0, 1).", "--label-smoothing"),
     augment: Optional[str] = _opt("none | light | standard | strong, or e.g. 'crop=4,hflip=0.5,cutmix=1'; detection and segmentation: 'hflip=0.5,scale=0.25,translate=0.1,color=0.2'.", "--augment"),
@@ -91,6 +92,8 @@ def train(
     from .config import parse_sets
 
     opts.update(parse_sets(set_))
+    if plan is not None:
+        opts["plan"] = str(plan)
     res = train_api(config=str(config) if config else None, resume=str(resume) if resume else None,
                     log=console.print, **opts)
     from .engine.distributed import is_main
@@ -380,6 +383,54 @@ def export_(
     console.print(f"wrote [bold]{res.path}[/] and {res.sidecar.name} in {res.seconds:.1f} s\n"
                   f"input '{m['input_name']}': float32 ({n}, {c}, {h}, {w}) in [0, 1], normalized inside; "
                   f"output {', '.join(repr(o) for o in m['outputs'])}: {m['output']}")
+
+
+@app.command("plan")
+@handle_errors
+def plan_(
+    data: str = typer.Argument(..., help="shapes-volumes | shapes-slices (generated), nnunet (with --data-dir), or "
+                                         "an nnU-Net raw folder (dataset.json, imagesTr/, labelsTr/)."),
+    data_dir: Optional[str] = _opt("The nnU-Net raw folder (or the folder that holds DATA).", "--data-dir"),
+    out: Path = typer.Option(Path("plan.yaml"), "--out", "-o", help="Where to write the plan."),
+    budget: Optional[float] = _opt("MB of activation memory the patch and batch may take (default 600, a CPU's; "
+                                   "a ~10 GB GPU holds about 7000).", "--budget"),
+    num_cases: Optional[int] = _opt("Plan on this many cases (generated: how many to make; a folder: the first "
+                                    "in name order).", "--num-cases"),
+):
+    """nnU-Net's self-configuration: fingerprint the volumes, apply its rules (spacing, patch, pooling, batch,
+    normalization, augmentation) and write plan.yaml with the reason of each decision."""
+    from .api import plan as plan_api
+
+    p = plan_api(data, data_dir=data_dir, out=str(out), budget=budget, num_cases=num_cases,
+                 log=lambda m: console.print(escape(m)))
+
+    def x(v):
+        return " x ".join(f"{a:g}" if isinstance(a, float) else str(a) for a in v)
+
+    norm = "; ".join(f"{n['channel']}: {n['scheme']}" + (f" clip [{n['clip'][0]:g}, {n['clip'][1]:g}]"
+                                                        if n["scheme"] == "ct" else "") for n in p.normalization)
+    rows = [("dims", f"{p.dims}-D", "dims"),
+            ("target spacing", f"{x(p.target_spacing)} mm", "target_spacing"),
+            ("median shape", x(p.median_shape), "median_shape"),
+            ("patch size", x(p.patch_size), "patch_size"),
+            ("batch size", str(p.batch_size), "batch_size"),
+            ("strides", " ".join("".join(map(str, s)) for s in p.strides), "strides"),
+            ("kernel sizes", " ".join("".join(map(str, k)) for k in p.kernel_sizes), "kernel_sizes"),
+            ("features", " ".join(map(str, p.features)), "base_features"),
+            ("normalization", norm, "normalization"),
+            ("rotation", ", ".join(f"{k} {v[0]:g}..{v[1]:g}" for k, v in p.augmentation["rotation"].items()
+                                   if k != "p"), "augmentation.rotation"),
+            ("dummy 2-D", "on" if p.augmentation["dummy_2d"] else "off", "augmentation.dummy_2d"),
+            ("loss", f"{p.loss}, deep supervision {'on' if p.deep_supervision else 'off'}", "loss")]
+    table = Table(Column("decision", no_wrap=True), Column("value", no_wrap=True), "why",
+                  title=f"plan for {p.dataset} ({p.fingerprint.get('num_cases', '?')} cases)",
+                  caption=f"strides and kernels per stage, axes {', '.join(p.axes)}; "
+                          f"estimated {p.memory_mb:g} MB of activations, budget {p.budget_mb:g} MB")
+    for name, value, key in rows:
+        table.add_row(name, escape(value), escape(p.why.get(key, "")))
+    console.print(table)
+    console.print(f"wrote [bold]{escape(str(out))}[/] (every value with its reason)\n"
+                  f"next: cnnkit train --plan {escape(str(out))}")
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ class TrainConfig:
     lr: float = 0.2                   # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4        # L2, not applied to norms and biases
-    schedule: str = "onecycle"        # none | step | cosine | onecycle
+    schedule: str = "onecycle"        # none | step | cosine | onecycle | poly
     warmup_epochs: float = 0.0        # linear warm-up (onecycle has its own)
     step_size: int = 3                # step schedule: decay every N epochs ...
     gamma: float = 0.1                # ... by this factor
@@ -106,7 +106,7 @@ class TrainConfig:
 
 CHOICES = {
     "optimizer": ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"),
-    "schedule": ("none", "step", "cosine", "onecycle"),
+    "schedule": ("none", "step", "cosine", "onecycle", "poly"),
     "normalize": ("dataset", "half", "none"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "logger": ("csv", "tensorboard"),

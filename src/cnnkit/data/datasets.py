@@ -70,6 +70,10 @@ class DataBundle:
     image_size: int
     val_name: str  # "test" (official test split) or "holdout" (a fraction of train)
     source: str = ""  # where the files were read from ("generated" for shapes)
+    # what one input is, when not a (C, S, S) image: ("volume", (C, Z, Y, X)) for planned volumes
+    input_kind: str = "image"
+    input_shape: tuple | None = None
+    unit: str = "images"  # what the splits count ("cases" for volumes)
 
 
 _KIND_WORDS = {"label": "one class label per image", "objects": "boxes and classes per object",
@@ -478,3 +482,10 @@ def _sample(ds: torch.utils.data.Dataset, seed: int, k: int = 1024) -> torch.Ten
 
 
 from . import detection as _detection  # noqa: E402,F401 - registers the detection data sets (coco, yolo, voc)
+
+# volumes (shapes-volumes, nnU-Net raw folders) are listed here; the volume task loads them itself
+_KIND_WORDS["volume"] = "a class per voxel of 3-D volumes (cnnkit plan, cnnkit train --plan)"
+from .volumes import dataset_specs as _volume_specs  # noqa: E402
+
+for _spec in _volume_specs():
+    _register(_spec)

@@ -149,6 +149,8 @@ def make_loader(split, batch_size: int, shuffle: bool, drop_last: bool, device, 
     if world_size > 1 and not shuffle and len(split) < world_size:
         raise CnnkitError(f"{len(split)} images cannot be evaluated by {world_size} processes: "
                           f"use a larger validation split or fewer processes")
+    if hasattr(split, "make_loader"):  # a split that draws its own batches (volume patches, whole cases)
+        return split.make_loader(batch_size, shuffle, drop_last, device, seed, workers, rank, world_size)
     if split.images is not None:
         return TensorLoader(split.images, split.targets, batch_size, shuffle, drop_last, device, seed, rank, world_size)
     return StreamLoader(split.dataset, batch_size, shuffle, drop_last, device, seed, workers, rank, world_size)
@@ -170,14 +172,18 @@ class Preprocess:
     def __init__(self, mean, std, device, channels_last: bool = False):
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.identity = all(float(m) == 0.0 for m in mean) and all(float(v) == 1.0 for v in std)
         self.channels_last = channels_last
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():  # already scaled by its source (volumes normalised by their plan)
+            return x
         return x.float().div_(255.0)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last only now: batch augmentation is cheaper on the plain layout
-        x = (x - self.mean) * self.inv_std
+        if not self.identity:  # (volumes: already normalised, and 5-D)
+            x = (x - self.mean) * self.inv_std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

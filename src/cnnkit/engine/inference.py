@@ -47,22 +47,20 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str
                         amp: str = "auto", tta: bool | None = None) -> dict:
     """Evaluate a checkpoint on its own validation split (or another data set with the same classes).
 
-    `tta` (test-time augmentation, where the task has one) defaults to what the run's own evaluation did.
+    `tta` (test-time augmentation, where the task has one) and `amp="auto"` default to what the run's own
+    evaluation did (a run that trained with --amp off is evaluated in fp32).
     Returns the task's metrics (e.g. loss, acc, confusion; map, map50, ...) and what was evaluated.
     """
-    from ..data.datasets import load_data
-
     dev = resolve_device(device)
     model, meta, folder = load_checkpoint_model(path, dev)
     task = task_from_meta(meta, getattr(model, "default_cfg", None))
     d = dict(meta.get("data", {}))
     name = data or d.get("name")
-    c, h, w = meta["input_size"]
-    bundle = load_data(name, data_dir=data_dir or d.get("data_dir"), val=val or d.get("val", "test"),
-                       image_size=h, in_chans=c, seed=d.get("seed", 0),
-                       num_train=d.get("num_train") if name == d.get("name") else None,
-                       num_val=d.get("num_val") if name == d.get("name") else None,
-                       targets=task.target_kind, log=lambda *a: None)
+    c, h = meta["input_size"][0], meta["input_size"][1]
+    bundle = type(task).load_data(name, task.options, lambda *a: None, data_dir=data_dir or d.get("data_dir"),
+                                  val=val or d.get("val", "test"), image_size=h, in_chans=c, seed=d.get("seed", 0),
+                                  num_train=d.get("num_train") if name == d.get("name") else None,
+                                  num_val=d.get("num_val") if name == d.get("name") else None)
     if len(bundle.classes) != meta["num_classes"]:
         raise CnnkitError(f"{name} has {len(bundle.classes)} classes but the checkpoint predicts {meta['num_classes']}")
     # the layout the run evaluated in: bf16 results depend (slightly) on the convolution layout
@@ -72,6 +70,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, data_dir: str
     prep = Preprocess(meta["mean"], meta["std"], dev, channels_last)
     loader = make_loader(bundle.val, batch_size, False, False, dev, 0)
     tta = meta.get("tta", False) if tta is None else tta
+    if amp == "auto" and meta.get("amp") and meta.get("data", {}).get("name") == name:
+        amp = meta["amp"]  # the precision the run evaluated in (an fp32 run's numbers come back exactly)
     res = evaluate(model, loader, task, prep, dev, resolve_amp(amp, dev), tta=tta)
     res.update(checkpoint=str(folder), data=name, tta=tta, split=bundle.val_name, images=len(bundle.val),
                classes=meta.get("classes") or bundle.classes, task=task.name)

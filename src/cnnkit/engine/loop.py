@@ -52,13 +52,14 @@ class RunResult:
 
 
 def _meta(cfg: TrainConfig, task, bundle, mean, std, epoch: int, metrics: dict, env: dict) -> dict:
-    shape = [bundle.in_chans, bundle.image_size, bundle.image_size]
+    shape = list(bundle.input_shape or (bundle.in_chans, bundle.image_size, bundle.image_size))
     return dict(
         format="cnnkit-checkpoint/1", model=cfg.model, model_args=cfg.model_args,
         model_kwargs=task.model_kwargs(bundle.image_size),
         num_classes=len(bundle.classes), in_chans=bundle.in_chans, classes=list(bundle.classes),
-        input_size=shape, input_spec=dict(kind="image", shape=shape), mean=list(mean), std=list(std),
+        input_size=shape, input_spec=dict(kind=bundle.input_kind, shape=shape), mean=list(mean), std=list(std),
         tta=cfg.tta, channels_last=cfg.channels_last,  # how this run evaluated: `cnnkit eval` does the same
+        amp=cfg.amp,
         **task.meta(),
         data=dict(name=cfg.data, data_dir=cfg.data_dir, val=cfg.val, image_size=cfg.image_size, channels=cfg.channels,
                   num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed),
@@ -146,7 +147,6 @@ def _check_finite(avg: float, run: Path, epoch: int, i: int, lr: float) -> None:
 
 def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log) -> RunResult:
     # names first: a typo should cost nothing, not a data load
-    from ..data.datasets import load_data
     from ..models import create_model
 
     mcfg = model_cfg(cfg.model, **cfg.model_args)  # also fails now on an unknown model name
@@ -159,10 +159,10 @@ def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log)
 
     # -- data: uint8 tensors with the task's kind of targets; the training device gets them once
     with dd.main_first(cfg.download):  # a download happens once, on rank 0; then the others read the files
-        bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download,
-                           val=cfg.val, image_size=cfg.image_size,
-                           seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val,
-                           in_chans=cfg.channels, targets=task_cls.target_kind, log=log)
+        bundle = task_cls.load_data(cfg.data, cfg.task_args, log, data_dir=cfg.data_dir, download=cfg.download,
+                                    val=cfg.val, image_size=cfg.image_size,
+                                    seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val,
+                                    in_chans=cfg.channels)
     task = create_task(task_cls.name, bundle.classes, mcfg, label_smoothing=cfg.label_smoothing, **cfg.task_args)
     monitor = cfg.monitor or task.monitor
     task.check_monitor(monitor)
@@ -174,7 +174,7 @@ def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log)
 
     # -- model, optimiser, the training step
     model = create_model(cfg.model, in_chans=bundle.in_chans, weights=cfg.weights,
-                         **task.model_kwargs(bundle.image_size), **cfg.model_args).to(device)
+                         **{**task.model_kwargs(bundle.image_size), **cfg.model_args}).to(device)
     if cfg.sync_bn:  # BatchNorm statistics over the global batch, not each rank's part (no-op in one process)
         model = dd.sync_batchnorm(model)
     if cfg.channels_last:
@@ -214,7 +214,8 @@ def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log)
     ddp = (f" x{dd.world_size} (DDP, {batch_size // dd.world_size} images per process and step)"
            if dd.enabled else "")
     log(f"{cfg.model} ({task.name}) on {cfg.data} ({len(bundle.train):,} train / {len(bundle.val):,} "
-        f"{bundle.val_name} images, {bundle.in_chans}x{bundle.image_size}x{bundle.image_size}, "
+        f"{bundle.val_name} {bundle.unit}, "
+        f"{'x'.join(map(str, bundle.input_shape or (bundle.in_chans, bundle.image_size, bundle.image_size)))}, "
         f"{task.num_classes} classes) | {sum(q.numel() for q in model.parameters()):,} parameters | "
         f"{device.type}{ddp}{' ' + str(amp_dtype).replace('torch.', '') if amp_dtype else ' fp32'} | run: {run}")
 

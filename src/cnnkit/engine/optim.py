@@ -64,7 +64,10 @@ def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int, 
     if schedule == "cosine":
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    raise suggest(schedule, ("none", "step", "cosine", "onecycle"), "schedule")
+    if schedule == "poly":  # nnU-Net's: (1 - t)^0.9
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 1 - min(1.0, t)) ** 0.9
+    raise suggest(schedule, ("none", "step", "cosine", "onecycle", "poly"), "schedule")
 
 
 class EMA:

@@ -9,8 +9,9 @@ A task is made from the data's class names, the model's `default_cfg` and the ru
 What a task owns, and the method for it:
 
 - **targets**: `target_kind`, what a data set must give for it ("label": one class index per image;
-  "labels": a multi-hot vector; "objects": `data.targets.ObjectTargets`). `load_data` builds the
-  split's targets of that kind or says why the data set cannot.
+  "labels": a multi-hot vector; "objects": `data.targets.ObjectTargets`; "mask": a class map;
+  "volume": preprocessed volumes). `load_data` (a classmethod: the engine calls it before the task
+  exists, since the classes come from the data) builds the splits or says why the data set cannot.
 - **the model's arguments**: `model_kwargs()` (e.g. detectors with a background class get K + 1).
 - **augmentation that moves targets with the pixels**: `batch_augment(spec)` returns a module
   called as `aug(x, y, generator) -> (x, y)` on whole batches on the training device.
@@ -134,6 +135,16 @@ class Task:
         self.num_classes = len(self.classes)
         self.model_cfg = dict(model_cfg or {})
         self.options = options
+
+    # -- data
+    @classmethod
+    def load_data(cls, name: str, task_options: dict | None = None, log=print, **kwargs):
+        """The run's data: `data.datasets.load_data(name, targets=cls.target_kind, **kwargs)` (uint8 image
+        tensors and this task's kind of targets). A task whose data are not images of one size (volumes
+        planned by `cnnkit plan`) loads its own way; `task_options` are the run's `task_args`."""
+        from ..data.datasets import load_data
+
+        return load_data(name, targets=cls.target_kind, log=log, **kwargs)
 
     # -- model
     def model_kwargs(self, image_size: int | None = None) -> dict:

@@ -55,16 +55,21 @@ def ce_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean")
     return F.cross_entropy(logits.float(), t, ignore_index=IGNORE)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """1 - soft Dice: per class c, 2 sum(p_c t_c) / (sum p_c + sum t_c) over the batch's labelled pixels,
-    averaged over the classes present in the labels or with probability mass."""
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5,
+              include_background: bool = True) -> torch.Tensor:
+    """1 - soft Dice: per class c, 2 sum(p_c t_c) / (sum p_c + sum t_c) over the batch's labelled pixels
+    (or voxels: any number of spatial axes), averaged over the classes present in the labels.
+    `include_background=False` leaves class 0 out of the average, as nnU-Net's Dice does."""
     k = logits.shape[1]
     valid = _valid(target)
     p = logits.float().softmax(1) * valid[:, None]
-    t = F.one_hot(torch.where(valid, target.long(), 0), k).permute(0, 3, 1, 2).float() * valid[:, None]
-    inter = (p * t).sum((0, 2, 3))
-    denom = p.sum((0, 2, 3)) + t.sum((0, 2, 3))
-    present = t.sum((0, 2, 3)) > 0
+    t = F.one_hot(torch.where(valid, target.long(), 0), k).movedim(-1, 1).float() * valid[:, None]
+    axes = (0, *range(2, logits.ndim))
+    inter = (p * t).sum(axes)
+    denom = p.sum(axes) + t.sum(axes)
+    present = t.sum(axes) > 0
+    if not include_background:
+        present[0] = False
     dice = (2 * inter + eps) / (denom + eps)
     if not bool(present.any()):
         return logits.sum() * 0.0

@@ -50,7 +50,9 @@ Backbones
 
 Registered: fcn32s_vgg16, fcn16s_vgg16, fcn8s_vgg16 (fcn.py); fcn_resnet18 / 50 / 101 (fcn.py);
 deeplabv3_resnet18 / 50 / 101, deeplabv3_mobilenet_v3_large, deeplabv3plus_resnet18 / 50
-(deeplab.py); lraspp_mobilenet_v3_large (lraspp.py); unet, unet_small, unet_resnet18 (unet.py).
+(deeplab.py); lraspp_mobilenet_v3_large (lraspp.py); unet, unet_small, unet_resnet18 (unet.py);
+plan_unet (nnunet.py: nnU-Net's 2-D / 3-D U-Net built from a plan, task "volume", its own
+interface: normalised inputs, deep-supervision lists in training, see the module).
 The torchvision-named ones load torchvision's state dicts with
 `cnnkit.models.load_torchvision_weights` and then give torchvision's outputs.
 """
