@@ -16,3 +16,16 @@ def trained_run(tmp_path_factory):
 
     project = tmp_path_factory.mktemp("shared_runs")
     return cnnkit.train(**dict(TINY, project=str(project), name="shared"), log=lambda *a, **k: None)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a machine shared with other jobs OpenMP's
+    spinning threads make each op many times slower; the count is given back after the module.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -392,7 +392,7 @@ def plan_(
                                          "an nnU-Net raw folder (dataset.json, imagesTr/, labelsTr/)."),
     data_dir: Optional[str] = _opt("The nnU-Net raw folder (or the folder that holds DATA).", "--data-dir"),
     out: Path = typer.Option(Path("plan.yaml"), "--out", "-o", help="Where to write the plan."),
-    budget: Optional[float] = _opt("MB of activation memory the patch and batch may take (default 600, a CPU's; "
+    budget: Optional[float] = _opt("MB of activation memory the patch and batch may take (default 300, a CPU's; "
                                    "a ~10 GB GPU holds about 7000).", "--budget"),
     num_cases: Optional[int] = _opt("Plan on this many cases (generated: how many to make; a folder: the first "
                                     "in name order).", "--num-cases"),

@@ -4,7 +4,6 @@ import csv
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import cnnkit
@@ -13,12 +12,7 @@ from cnnkit.cli import app
 from cnnkit.registry import CnnkitError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,7 @@ PLAN = dict(dims=3, patch_size=[8, 16, 16], strides=[[1, 1, 1], [1, 2, 2], [2, 2
             deep_supervision=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_params(cin, cout, k):

@@ -161,6 +161,14 @@ def per_image_miou(pred: torch.Tensor, target: torch.Tensor, k: int) -> torch.Te
     return torch.where(occurs.any(1), iou, 1.0).float()
 
 
+def class_rows(classes, confusion: torch.Tensor, *scores: dict) -> list[tuple]:
+    """Table rows (class, each score as a percentage or n/a, labelled pixels) for `cnnkit eval`."""
+    def pct(v):
+        return "n/a" if v != v else f"{v:.2%}"
+
+    return [(c, *(pct(d[c]) for d in scores), f"{int(confusion[i].sum()):,}") for i, c in enumerate(classes)]
+
+
 # ------------------------------------------------------------------ drawing
 
 
@@ -317,12 +325,7 @@ class SegmentationTask(Task):
     def eval_summary(self, res: dict) -> dict:
         line = (f"loss {res['loss']:.4f}  mIoU {res['miou']:.2%}  Dice {res['dice']:.2%}  "
                 f"pixel accuracy {res['pixel_acc']:.2%}")
-        cm = res["confusion"]
-        rows = []
-        for i, c in enumerate(self.classes):
-            iou, dice = res["iou_per_class"][c], res["dice_per_class"][c]
-            rows.append((c, "n/a" if iou != iou else f"{iou:.2%}", "n/a" if dice != dice else f"{dice:.2%}",
-                         f"{int(cm[i].sum()):,}"))
+        rows = class_rows(self.classes, res["confusion"], res["iou_per_class"], res["dice_per_class"])
         return dict(lines=[line], tables=[("per class", ("class", "IoU", "Dice", "pixels"), rows)])
 
     def report_sections(self) -> tuple:
