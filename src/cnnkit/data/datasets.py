@@ -76,8 +76,8 @@ class DataBundle:
     unit: str = "images"  # what the splits count ("cases" for volumes)
 
 
-_KIND_WORDS = {"label": "one class label per image", "objects": "boxes and classes per object",
-               "mask": "a class per pixel"}
+_KIND_WORDS = {"label": "one class label per image", "labels": "a set of labels per image",
+               "objects": "boxes and classes per object", "mask": "a class per pixel"}
 
 
 @dataclass
@@ -235,7 +235,8 @@ def _shape_count() -> int:
 
 _register(DatasetSpec("shapes", "procedural shapes on textured backgrounds, generated on the fly (no files)",
                       3, 32, _shape_count,
-                      SHAPES_TRAIN, SHAPES_VAL, _load_shapes, "built in", dense={"objects": "shapes", "mask": "shapes_mask"}))
+                      SHAPES_TRAIN, SHAPES_VAL, _load_shapes, "built in",
+                      dense={"objects": "shapes", "mask": "shapes_mask", "labels": "shapes_labels"}))
 _register(DatasetSpec("fashion-mnist", "Zalando clothing photos, 28x28 grey (Xiao et al. 2017)", 1, 28, 10,
                       60_000, 10_000, _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES),
                       sources.HOW_TO_GET["fashion-mnist"]))
@@ -421,8 +422,10 @@ def load_data(name: str, *, data_dir: str | None = None, download: bool = False,
     this many training images (chosen by `seed`, before any hold-out; for shapes: how many to
     generate, default 10,000); num_val: at most this many validation images (shapes default 2,000);
     max_in_memory: bytes above which splits are streamed (default $CNNKIT_MAX_IN_MEMORY or 2 GiB).
-    targets: what the task needs per image: "label" (a class index) or "objects" (boxes, labels and
-    masks as `ObjectTargets`, see `data/detection.py`); a data set that lacks them is an error.
+    targets: what the task needs per image: "label" (a class index), "labels" (a uint8 multi-hot row,
+    `data/multilabel.py`; a single-label data set gives its class indices instead, sets of one),
+    "objects" (boxes, labels and masks as `ObjectTargets`, see `data/detection.py`) or "mask" (class
+    maps, `data/segmentation.py`); a data set that lacks them is an error.
     log: where one-line notices go (boxes clipped or dropped, unreadable files skipped).
     """
     frac = _check(val, seed, in_chans, image_size, num_train, num_val)
@@ -430,6 +433,8 @@ def load_data(name: str, *, data_dir: str | None = None, download: bool = False,
     req = _Request(data_dir=None if data_dir is None else str(data_dir), download=bool(download),
                    need_test=frac == "test", in_chans=in_chans, image_size=image_size,
                    num_train=num_train, num_val=num_val, seed=int(seed))
+    if targets == "labels" and targets not in spec.kinds and "label" in spec.kinds:
+        targets = "label"  # one class per image is a set of one label
     if targets not in spec.kinds:
         which = [n for n in DATASETS.list() if targets in DATASETS.get(n).kinds]
         raise CnnkitError(f"{name} has {' and '.join(_KIND_WORDS[k] for k in spec.kinds)} only, but this task needs "
@@ -482,6 +487,7 @@ def _sample(ds: torch.utils.data.Dataset, seed: int, k: int = 1024) -> torch.Ten
 
 
 from . import detection as _detection  # noqa: E402,F401 - registers the detection data sets (coco, yolo, voc)
+from . import multilabel as _multilabel  # noqa: E402,F401 - registers the multi-label data sets (chestxray14, chexpert)
 
 # volumes (shapes-volumes, nnU-Net raw folders) are listed here; the volume task loads them itself
 _KIND_WORDS["volume"] = "a class per voxel of 3-D volumes (cnnkit plan, cnnkit train --plan)"

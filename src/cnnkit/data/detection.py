@@ -153,15 +153,19 @@ LOADERS = {"shapes": _shapes, "coco": _files(_coco), "yolo": _files(_yolo), "voc
 
 
 def load_dense(spec: DatasetSpec, loader: str, req, frac, log) -> DataBundle:
-    """Any target kind but class labels: the loaders here (objects) and in `data/segmentation.py` (masks)."""
+    """Any target kind but class labels: the loaders here (objects), in `data/segmentation.py` (masks) and
+    in `data/multilabel.py` (sets of labels, whose file splits may be streamed)."""
+    from .datasets import _sample
+    from .multilabel import LABEL_LOADERS
     from .segmentation import MASK_LOADERS
 
-    train, val, classes, c, s, val_name, source = {**LOADERS, **MASK_LOADERS}[loader](req, frac, log)
+    load = {**LOADERS, **MASK_LOADERS, **LABEL_LOADERS}[loader]
+    train, val, classes, c, s, val_name, source = load(req, frac, log)
     if len(train) == 0:
         raise CnnkitError(f"{spec.name}: the training split has no images")
     if len(val) == 0:
         raise CnnkitError(f"{spec.name}: the validation split has no images")
-    mean, std = channel_stats(train.images)
+    mean, std = channel_stats(train.images if train.images is not None else _sample(train.dataset, req.seed))
     return DataBundle(name=spec.name, train=train, val=val, classes=classes, mean=mean, std=std, in_chans=c,
                       image_size=s, val_name=val_name, source=source)
 

@@ -460,7 +460,8 @@ def load_images(files: Sequence[str], channels: int, size: int) -> tuple[np.ndar
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
-    """A list of image files streamed from disk: items are (uint8 (C, S, S) tensor, int label).
+    """A list of image files streamed from disk: items are (uint8 (C, S, S) tensor, int label), or
+    (image, its row of `labels`) when `labels` is (N, K) (multi-label targets, `data/multilabel.py`).
 
     For image folders too large to hold in memory; a DataLoader with workers reads them in parallel.
     A file that cannot be read is replaced by the next readable one (with a warning), so one bad
@@ -469,7 +470,8 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], channels: int, size: int):
         self.files = list(files)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        labels = np.asarray(labels)
+        self.labels = labels if labels.ndim == 2 else labels.astype(np.int64)
         self.channels, self.size = channels, size
         self.skipped = 0
 
@@ -480,7 +482,9 @@ class ImageFileDataset(torch.utils.data.Dataset):
         for k in range(len(self.files)):
             j = (i + k) % len(self.files)
             try:
-                return torch.from_numpy(open_image(self.files[j], self.channels, self.size)), int(self.labels[j])
+                image = torch.from_numpy(open_image(self.files[j], self.channels, self.size))
+                row = self.labels[j]
+                return image, (torch.from_numpy(row.copy()) if self.labels.ndim == 2 else int(row))
             except Exception as e:
                 self.skipped += 1
                 warn(f"skipping unreadable image {self.files[j]} ({type(e).__name__}: {e})")

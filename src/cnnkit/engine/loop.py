@@ -164,6 +164,7 @@ def _fit(cfg: TrainConfig, dd: distributed.Distributed, resume, stop_after, log)
                                     seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val,
                                     in_chans=cfg.channels)
     task = create_task(task_cls.name, bundle.classes, mcfg, label_smoothing=cfg.label_smoothing, **cfg.task_args)
+    task.prepare(bundle.train.targets)  # e.g. label frequencies; on resume, last/'s task state replaces them
     monitor = cfg.monitor or task.monitor
     task.check_monitor(monitor)
     batch_size = _clamp_batch(cfg, len(bundle.train), dd, log)

@@ -129,7 +129,8 @@ def densenet201(num_classes: int = 1000, in_chans: int = 3, **kwargs):
 
 
 @register_model
-def chexnet(num_classes: int = 14, in_chans: int = 3, **kwargs):
+def chexnet(num_classes: int = 14, in_chans: int = 3, growth_rate: int = 32, block_config=(6, 12, 24, 16),
+            num_init_features: int = 64, **kwargs):
     """CheXNet: DenseNet-121 with one output per ChestX-ray14 finding (multi-label).
 
     The head returns logits, one per finding; the findings are not exclusive, so each is a separate
@@ -138,16 +139,19 @@ def chexnet(num_classes: int = 14, in_chans: int = 3, **kwargs):
     here it is left to the loss / prediction step. Paper: 224 px images, ImageNet-initialised
     backbone (`load_torchvision_weights` with a torchvision densenet121 state dict loads the
     backbone and keeps this fresh 14-way head), Adam lr 1e-3. X-rays are grey: replicate the channel
-    (mean/std ImageNet) or pass in_chans=1.
+    (mean/std ImageNet) or pass in_chans=1. The multilabel task trains it with the paper's weighted
+    BCE (`default_cfg["loss"]`). growth_rate / block_config / num_init_features make a smaller
+    DenseNet-BC with the same head and task, e.g. `{growth_rate: 16, block_config: [3, 6, 12, 8],
+    num_init_features: 32}` for CPU runs on the shapes scenes.
     """
     extra = dict(paper="Rajpurkar et al., CheXNet: Radiologist-Level Pneumonia Detection on Chest X-Rays with "
                        "Deep Learning, 2017", multi_label=True, task="multilabel", label_names=CHESTXRAY14_LABELS,
-                 loss="bce_with_logits",
+                 loss="weighted_bce",
                  notes="DenseNet-121; the head outputs logits, sigmoid is applied by the loss / at prediction")
     if num_classes != len(CHESTXRAY14_LABELS):
         extra["label_names"] = None
-    return _densenet("chexnet", 32, (6, 12, 24, 16), 64, num_classes, in_chans, cfg_extra=extra,
-                     tv_name="densenet121", **kwargs)
+    return _densenet("chexnet", growth_rate, tuple(block_config), num_init_features, num_classes, in_chans,
+                     cfg_extra=extra, tv_name="densenet121", **kwargs)
 
 
 # Old torchvision checkpoints named dense-layer modules "norm.1", "conv.2", ... (no longer valid names).

@@ -1,9 +1,11 @@
 """The classification tasks' report sections: confusion matrix, per-class precision / recall / F1,
-the most confident mistakes and a Grad-CAM gallery (multi-label: per-label AUROC instead of the
-confusion matrix). Each takes the report's `_Run` and returns HTML; `report.html` lays them out.
+the most confident mistakes and a Grad-CAM gallery (multi-label: per-label AUROC, ROC curves and a
+Grad-CAM of each label an image holds). Each takes the report's `_Run` and returns HTML;
+`report.html` lays them out.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -117,11 +119,68 @@ def _auroc_section(run) -> str:
     ev = run.evaluation()
     line = _evaluated(ev, f"mean AUROC <b>{ev['auroc']:.3f}</b>, label accuracy {_pct(ev['acc'])}, "
                           f"loss {ev['loss']:.4f}")
-    rows = [[c, f"{float(a):.3f}"] for c, a in zip(run.classes, ev["auroc_per_label"])]
-    rows.append(["mean", f"{ev['auroc']:.3f}"])
-    table = page.table(["label", "AUROC"], rows, numeric=(1,), row_class=[""] * len(run.classes) + ["total"])
+    pos = ev.get("positives")
+    rows = [[c, f"{float(a):.3f}"] + ([f"{int(pos[j]):,}"] if pos is not None else [])
+            for j, (c, a) in enumerate(zip(run.classes, ev["auroc_per_label"]))]
+    rows.append(["mean", f"{ev['auroc']:.3f}"] + ([f"{int(pos.sum()):,}"] if pos is not None else []))
+    head = ["label", "AUROC"] + (["positives"] if pos is not None else [])
+    table = page.table(head, rows, numeric=(1, 2), row_class=[""] * len(run.classes) + ["total"])
     return line + table + ("<p class='muted'>one sigmoid per label: AUROC is the chance that an image with the "
                            "label scores above one without it (torchmetrics, 200 thresholds)</p>")
+
+
+def _roc_section(run) -> str:
+    from .plots import plot_roc_curves
+
+    ev = run.evaluation()
+    if "roc_fpr" not in ev:
+        return page.note("this evaluation kept no ROC curves")
+    curves = {c: (ev["roc_fpr"][j], ev["roc_tpr"][j], float(ev["auroc_per_label"][j]))
+              for j, c in enumerate(run.classes)}
+    uri = data_uri(figure_png(plot_roc_curves, curves))
+    left = [c for c, (_, _, a) in curves.items() if math.isnan(a)]
+    note = f"; left out (no positives or no negatives in the split): {', '.join(left)}" if left else ""
+    return page.figure(uri, "ROC curves", "true- against false-positive rate of each label as its threshold falls "
+                       f"from 1 to 0 (the evaluation's 200 binned thresholds); the area under each is its AUROC{note}",
+                       width=560)
+
+
+def _label_cam_section(run) -> str:
+    """A few validation images, each with the Grad-CAM of every label it holds (labels taken in turn)."""
+    from .samples import cam_samples, images_at, per_class
+
+    ev = run.evaluation()
+    targets = ev["targets"]
+    if targets.ndim != 2:  # class indices (a single-label data set): one label per image
+        targets = torch.nn.functional.one_hot(targets.long(), len(run.classes))
+    n = min(run.max_images, max(1, len(run.classes)))
+    idx = per_class(targets, n)
+    if not idx:
+        return page.note("max_images is 0: no pictures" if run.max_images == 0 else "no image holds a label")
+    present = [(targets[i] == 1).nonzero()[:, 0].tolist() for i in idx]
+    wanted = torch.tensor([k for labels in present for k in labels], dtype=torch.long)
+    images = images_at(run.split(), idx)
+    reps = torch.repeat_interleave(torch.arange(len(idx)), torch.tensor([len(p) for p in present]))
+    model = run.model()
+    samples = cam_samples(model, images[reps], run.meta["mean"], run.meta["std"], size=THUMB,
+                          probabilities=run.task().probabilities, target=wanted)
+    stage = (getattr(model, "feature_info", None) or [{}])[-1].get("module", "?")
+    cells, j = [], 0
+    for i, labels in zip(idx, present):
+        pics = [page.img(data_uri(samples[j].image), f"image {i}", pixelated=True)]
+        caps = []
+        for k in labels:
+            s_ = samples[j]
+            mark = "ok" if s_.conf > 0.5 else "no"
+            pics.append(page.img(data_uri(s_.overlay), f"Grad-CAM of {run.classes[k]} in image {i}"))
+            caps.append(f"<b>{esc(run.classes[k])}</b> <span class='{mark}'>{100 * s_.conf:.0f}%</span>")
+            j += 1
+        cells.append(f"<figure><div class='pair'>{''.join(pics)}</div><figcaption>image {i}: "
+                     f"{' · '.join(caps)}</figcaption></figure>")
+    return (f"<p class='muted'>Grad-CAM at <code>{esc(stage)}</code>, the last feature stage, of each label the "
+            "image holds, left to right after the image: red is where the evidence for that label lies; the "
+            "percentage is the label's sigmoid (green above 50%). Validation images, labels in turn.</p>"
+            f"<div class='gallery pairs'>{''.join(cells)}</div>")
 
 
 SECTIONS = (
@@ -132,5 +191,6 @@ SECTIONS = (
 )
 MULTILABEL_SECTIONS = (
     ("auroc", "Per-label AUROC", _auroc_section),
-    ("gradcam", "Grad-CAM gallery", _gradcam_section),
+    ("roc", "ROC curves", _roc_section),
+    ("gradcam", "Grad-CAM of each label", _label_cam_section),
 )

@@ -70,3 +70,27 @@ def plot_pr_curves(curves: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_roc_curves(curves: dict, path: Path) -> Path:
+    """True- against false-positive rate per label: `curves` maps a label to (fpr, tpr, AUROC), the
+    binned curves of the evaluation (`tasks.multilabel`: 200 thresholds); a label whose AUROC is NaN
+    (no positives or no negatives) is left out."""
+    import math
+
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="chance (0.50)")
+    for name, (fpr, tpr, auc) in curves.items():
+        if auc is None or math.isnan(auc):
+            continue
+        ax.plot(np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float), lw=1.4, label=f"{name} ({auc:.3f})")
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.02),
+           title="ROC per label (AUROC)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

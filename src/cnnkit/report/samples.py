@@ -51,14 +51,24 @@ def images_at(split, indices) -> torch.Tensor:
 
 
 def per_class(targets: torch.Tensor, n: int) -> list[int]:
-    """Up to `n` indices taking classes in turn (first image of each class, then the second, ...)."""
+    """Up to `n` indices taking classes in turn (first image of each class, then the second, ...).
+
+    Multi-hot targets (N, K): labels in turn, each giving its next image that holds it and is not picked yet."""
     t = targets.cpu().numpy()
-    queues = [list(np.flatnonzero(t == k)) for k in np.unique(t)]
+    if t.ndim == 2:
+        queues = [list(np.flatnonzero(t[:, k] == 1)) for k in range(t.shape[1])]
+    else:
+        queues = [list(np.flatnonzero(t == k)) for k in np.unique(t)]
     picked: list[int] = []
+    seen: set[int] = set()
     while len(picked) < n and any(queues):
         for q in queues:
+            while q and q[0] in seen:
+                q.pop(0)
             if q and len(picked) < n:
-                picked.append(int(q.pop(0)))
+                i = int(q.pop(0))
+                picked.append(i)
+                seen.add(i)
     return picked
 
 
@@ -79,12 +89,13 @@ class CamSample:
 
 
 def cam_samples(model: torch.nn.Module, images: torch.Tensor, mean, std, size: int = 96,
-                layer: str | None = None, probabilities=None) -> list[CamSample]:
+                layer: str | None = None, probabilities=None, target: torch.Tensor | None = None) -> list[CamSample]:
     """Grad-CAM overlays of uint8 images (N, C, H, W) for the class the model predicts, `size` pixels high.
 
     The layer is the model's last feature stage (`feature_info[-1]`), found through the model
     interface as `cnnkit.explain` does; `mean`/`std` are the checkpoint's normalisation; `probabilities`
-    turns logits into the shown confidence (the task's: softmax, or a sigmoid per label)."""
+    turns logits into the shown confidence (the task's: softmax, or a sigmoid per label). `target`
+    (N,): explain these classes instead (each sample's `pred` is then its target, `conf` its probability)."""
     from ..data.loader import Preprocess
     from ..explain import gradcam
     from ..explain._core import explaining, model_device
@@ -96,6 +107,9 @@ def cam_samples(model: torch.nn.Module, images: torch.Tensor, mean, std, size: i
         logits = logits[0] if isinstance(logits, (tuple, list)) else logits  # auxiliary heads
         probs = probabilities(logits) if probabilities is not None else logits.float().softmax(1)  # (N, K)
     conf, pred = probs.max(1)
+    if target is not None:
+        pred = target.to(dev).long()
+        conf = probs.gather(1, pred[:, None])[:, 0]
     maps = gradcam(model, x, target=pred, layer=layer)  # (N, H, W), each peak 1
     samples = []
     for i in range(len(images)):

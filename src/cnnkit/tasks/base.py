@@ -9,9 +9,12 @@ A task is made from the data's class names, the model's `default_cfg` and the ru
 What a task owns, and the method for it:
 
 - **targets**: `target_kind`, what a data set must give for it ("label": one class index per image;
-  "labels": a multi-hot vector; "objects": `data.targets.ObjectTargets`; "mask": a class map;
-  "volume": preprocessed volumes). `load_data` (a classmethod: the engine calls it before the task
+  "labels": a uint8 multi-hot row, `data/multilabel.py`; "objects": `data.targets.ObjectTargets`;
+  "mask": a class map; "volume": preprocessed volumes). `load_data` (a classmethod: the engine calls it before the task
   exists, since the classes come from the data) builds the splits or says why the data set cannot.
+  `prepare(train_targets)` is then called once by the engine with the training split's targets,
+  before the first step, for what a task learns from them (the multilabel task's label weights);
+  what it keeps belongs in `state_dict()` and, for `cnnkit eval`, in its options (`meta()`).
 - **the model's arguments**: `model_kwargs()` (e.g. detectors with a background class get K + 1).
 - **augmentation that moves targets with the pixels**: `batch_augment(spec)` returns a module
   called as `aug(x, y, generator) -> (x, y)` on whole batches on the training device.
@@ -145,6 +148,9 @@ class Task:
         from ..data.datasets import load_data
 
         return load_data(name, targets=cls.target_kind, log=log, **kwargs)
+
+    def prepare(self, train_targets) -> None:
+        """Called once by the engine with the training split's targets (on the host) before the first step."""
 
     # -- model
     def model_kwargs(self, image_size: int | None = None) -> dict:
