@@ -80,3 +80,13 @@ def test_user_errors_are_one_line(tmp_path, plan_file):
     with pytest.raises(CnnkitError, match="augments as its plan says"):
         cnnkit.train(plan=str(plan_file), augment="hflip=0.5", epochs=1, project=str(tmp_path), quiet=True,
                      task_args={"patches_per_epoch": 2}, model_args={"base_features": 4}, log=lambda *a: None)
+
+
+def test_a_2d_plan_trains_on_slices(tmp_path):
+    path = tmp_path / "plan2d.yaml"
+    p = make_plan("shapes-slices", out=str(path), num_cases=8, budget=10)
+    assert p.dims == 2 and len(p.patch_size) == 2
+    res = cnnkit.train(plan=str(path), epochs=1, project=str(tmp_path), quiet=True, report=False,
+                       task_args={"patches_per_epoch": 4}, model_args={"base_features": 4}, log=lambda *a: None)
+    row = res.history[-1]
+    assert 0.0 <= row["val_dice"] <= 1.0 and row["val_loss"] > 0
