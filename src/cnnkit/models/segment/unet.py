@@ -182,7 +182,14 @@ def unet(num_classes: int = 2, in_chans: int = 3, **kwargs) -> SegmentationModel
 @with_doc("""U-Net with base width 16 (16 -> 256) for CPUs: 1,942,594 parameters for 3 input channels and 2
     classes.""", _OPTIONS)
 def unet_small(num_classes: int = 2, in_chans: int = 3, **kwargs) -> SegmentationModel:
-    return _unet("unet_small", num_classes, in_chans, **{"base_width": 16, **kwargs})
+    model = _unet("unet_small", num_classes, in_chans, **{"base_width": 16, **kwargs})
+    # its CPU recipe (`cnnkit train --model unet_small --data shapes`; benchmarks/segment.py): 4 epochs of
+    # smaller batches than the task's defaults, nnU-Net's CE + Dice for the thin shapes; --epochs for more
+    model.default_cfg["recipe"] = UNET_SMALL_RECIPE
+    return model
+
+
+UNET_SMALL_RECIPE = dict(epochs=4, batch_size=16, lr=3e-3, task_args={"loss": "ce_dice"})
 
 
 @register_model
