@@ -71,7 +71,9 @@ def test_resume_continues_exactly(plan_file, tmp_path):
     assert [r["val_dice"] for r in a] == [r["val_dice"] for r in b]
 
 
-def test_user_errors_are_one_line(tmp_path, plan_file):
+def test_user_errors_are_one_line(tmp_path, plan_file, run):
+    r = CliRunner().invoke(app, ["predict", str(run.run_dir), str(tmp_path / "x.png")])
+    assert r.exit_code != 0 and "reads image files only" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["train", "--plan", str(tmp_path / "nope.yaml")])
     assert r.exit_code != 0 and "no such plan file" in r.output and "Traceback" not in r.output
     with pytest.raises(CnnkitError, match="from a plan"):

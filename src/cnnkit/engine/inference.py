@@ -104,6 +104,10 @@ def predict_images(path: str | Path, images: list[str | Path], topk: int = 5, de
     dev = resolve_device(device)
     model, meta, folder = load_checkpoint_model(path, dev)
     task = task_from_meta(meta, getattr(model, "default_cfg", None))
+    kind = (meta.get("input_spec") or {}).get("kind", "image")
+    if kind != "image":
+        raise CnnkitError(f"{folder} takes {kind}s, and `cnnkit predict` reads image files only: evaluate it on its "
+                          f"data with `cnnkit eval`")
     c, h, w = meta["input_size"]
     batch = torch.stack([load_image(p, c, (h, w)) for p in images]).to(dev)
     outputs = task.forward_eval(model, Preprocess(meta["mean"], meta["std"], dev)(batch))
