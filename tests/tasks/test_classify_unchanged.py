@@ -41,7 +41,7 @@ def test_a_default_run_gives_the_numbers_of_the_loop_before_the_task_seam(tmp_pa
             if exact:
                 assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (got["epoch"], k)
             elif "loss" in k:  # elsewhere: the same training within what kernel differences explain
-                assert got[k] == pytest.approx(v, rel=1e-2), (got["epoch"], k)
+                assert got[k] == pytest.approx(v, rel=5e-2), (got["epoch"], k)
             else:
                 assert got[k] == pytest.approx(v, abs=0.1), (got["epoch"], k)  # 13 of 128 images
 
